@@ -1,0 +1,33 @@
+"""Samplers: init/step kernels and the runner that scans them (one file per family)."""
+
+from scorejax.samplers.base import (
+    RunResult,
+    Sampler,
+    count_nonfinite,
+    run,
+    run_chains,
+    warn_if_diverged,
+)
+from scorejax.samplers.langevin import (
+    LangevinInfo,
+    LangevinState,
+    annealed_langevin,
+    annealed_step_sizes,
+    langevin_update,
+    ula,
+)
+
+__all__ = [
+    "LangevinInfo",
+    "LangevinState",
+    "RunResult",
+    "Sampler",
+    "annealed_langevin",
+    "annealed_step_sizes",
+    "count_nonfinite",
+    "langevin_update",
+    "run",
+    "run_chains",
+    "ula",
+    "warn_if_diverged",
+]

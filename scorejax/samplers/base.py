@@ -1,0 +1,162 @@
+"""The kernel contract and the one runner that scans any kernel.
+
+A sampler is an ``init``/``step`` pair over NamedTuples (blackjax's contract, without its
+API layers): ``init(x) -> state`` and ``step(key, state, *schedule_t) -> (state, info)``.
+Kernels are specialised by closure (the score or energy function, a step size) and see
+one chain; many chains and many seeds are ``jax.vmap`` over the runner.
+"""
+
+import warnings
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scorejax._checks import check_positive_int
+from scorejax.types import Array, Key, PyTree
+
+
+class Sampler(NamedTuple):
+    """A Markov kernel: ``init(x) -> state``, ``step(key, state, *schedule_t) -> (state, info)``."""
+
+    init: Callable[[Array], Any]
+    step: Callable[..., tuple[Any, Any]]
+
+
+class RunResult(NamedTuple):
+    """What ``run`` returns.
+
+    state: the final state.
+    trace: the state every ``thin`` steps, stacked on a leading axis of length
+      ``num_steps // thin`` (None when ``thin == 0``).
+    info: each field of the kernel's info averaged over the steps of the run (acceptance
+      rates, mean non-finite counts: any value above zero there means the chain diverged).
+    """
+
+    state: Any
+    trace: Any
+    info: Any
+
+
+def count_nonfinite(x: Array) -> Array:
+    """Number of NaN or Inf entries of ``x`` (int32), the divergence signal kernels report."""
+    return jnp.sum(~jnp.isfinite(x)).astype(jnp.int32)
+
+
+def _check_schedule(schedule, num_steps: int) -> None:
+    for i, leaf in enumerate(jax.tree_util.tree_leaves(schedule)):
+        if np.ndim(leaf) < 1 or np.shape(leaf)[0] != num_steps:
+            raise ValueError(
+                f"schedule[{i}] must have a leading axis of length num_steps={num_steps}, "
+                f"got shape {np.shape(leaf)}"
+            )
+
+
+def run(
+    key: Key,
+    sampler: Sampler,
+    x0: Array,
+    num_steps: int,
+    *,
+    schedule: PyTree = (),
+    thin: int = 0,
+    unroll: int = 1,
+) -> RunResult:
+    """Run one chain of ``sampler`` for ``num_steps`` steps with ``lax.scan``, jitted.
+
+    Keys are pre-split, one per step. A ``schedule`` (a tuple of arrays with leading axis
+    ``num_steps``) is scanned alongside and passed as ``step(key, state, *schedule[t])``: a
+    schedule is data (DESIGN §5), so annealing and decaying step sizes cost no recompiles.
+
+    Args:
+      key: a typed PRNG key.
+      sampler: the kernel. It is a static argument: build it once and reuse it, or the
+        run is traced again.
+      x0: the initial position of one chain.
+      num_steps: number of steps.
+      schedule: per-step arguments of ``step``.
+      thin: keep the state every ``thin`` steps (0 keeps no trace); must divide num_steps.
+      unroll: ``lax.scan`` unroll factor (larger trades compile time for fewer loop
+        iterations on accelerators).
+
+    Returns:
+      RunResult(state, trace, info) with ``info`` averaged over the steps.
+
+    For many chains: ``jax.vmap(lambda k, x: run(k, sampler, x, n))(keys, x0s)`` or
+    ``run_chains``.
+    """
+    check_positive_int("num_steps", num_steps)
+    check_positive_int("unroll", unroll)
+    if not isinstance(thin, int) or thin < 0 or (thin and num_steps % thin):
+        raise ValueError(
+            f"thin must be 0 or a positive divisor of num_steps={num_steps}, got {thin}"
+        )
+    schedule = tuple(schedule) if isinstance(schedule, list) else schedule
+    _check_schedule(schedule, num_steps)
+    return _run(key, sampler, jnp.asarray(x0), num_steps, schedule, thin, unroll)
+
+
+@partial(jax.jit, static_argnames=("sampler", "num_steps", "thin", "unroll"))
+def _run(key, sampler, x0, num_steps, schedule, thin, unroll):
+    state = sampler.init(x0)
+    keys = jax.random.split(key, num_steps)
+    _, info_shape = jax.eval_shape(
+        lambda k, s, sch: sampler.step(k, s, *sch),
+        keys[0],
+        state,
+        jax.tree_util.tree_map(lambda a: a[0], schedule),
+    )
+    info_sum = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, jnp.float32), info_shape)
+
+    def one_step(carry, inputs):
+        state, info_sum = carry
+        step_key, schedule_t = inputs
+        state, info = sampler.step(step_key, state, *schedule_t)
+        info_sum = jax.tree_util.tree_map(lambda a, b: a + b.astype(jnp.float32), info_sum, info)
+        return (state, info_sum), None
+
+    inputs = (keys, schedule)
+    if thin:
+        blocks = jax.tree_util.tree_map(
+            lambda a: a.reshape(num_steps // thin, thin, *a.shape[1:]), inputs
+        )
+
+        def one_block(carry, block):
+            carry, _ = jax.lax.scan(one_step, carry, block, unroll=min(unroll, thin))
+            return carry, carry[0]
+
+        (state, info_sum), trace = jax.lax.scan(one_block, (state, info_sum), blocks)
+    else:
+        (state, info_sum), _ = jax.lax.scan(one_step, (state, info_sum), inputs, unroll=unroll)
+        trace = None
+    info = jax.tree_util.tree_map(lambda s: s / num_steps, info_sum)
+    return RunResult(state, trace, info)
+
+
+def run_chains(key: Key, sampler: Sampler, x0: Array, num_steps: int, **kwargs) -> RunResult:
+    """``run`` vmapped over the leading axis of ``x0`` (one chain per row), one key per chain.
+
+    Every field of the result gains a leading chain axis; keyword arguments go to ``run``
+    (a schedule is shared by all chains).
+    """
+    keys = jax.random.split(key, np.shape(x0)[0])
+    return jax.vmap(lambda k, x: run(k, sampler, x, num_steps, **kwargs))(keys, x0)
+
+
+def warn_if_diverged(info, name: str = "sampler") -> int:
+    """Warn when a run's info reports non-finite values; return the number of bad chains.
+
+    ``info.num_nonfinite`` is the per-step mean count from ``run`` (one value per chain
+    after ``run_chains``). Call it on concrete values, outside ``jit``.
+    """
+    bad = int(np.sum(np.asarray(info.num_nonfinite) > 0))
+    if bad:
+        warnings.warn(
+            f"{name}: {bad} chain(s) produced NaN or Inf; reduce the step size",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return bad
