@@ -38,7 +38,9 @@ class TrainState(NamedTuple):
 
 def init_train_state(params: Params, optimizer: optax.GradientTransformation, extra=None):
     """A fresh TrainState: optimiser initialised, EMA equal to params, step 0."""
-    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), params, extra)
+    # the EMA gets its own buffers: fit donates the state, and a buffer may be donated once
+    ema = jax.tree_util.tree_map(jnp.copy, params)
+    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), ema, extra)
 
 
 def make_train_step(
