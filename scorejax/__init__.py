@@ -60,3 +60,27 @@ __all__ = [
     "ula",
     "warn_if_diverged",
 ]
+
+# issue 4: MCMC toolkit
+from scorejax import diagnostics
+from scorejax.diagnostics import effective_sample_size, split_rhat
+from scorejax.samplers import (
+    adapt_step_size,
+    adapt_step_size_chains,
+    hmc,
+    mala,
+    parallel_tempering,
+    rwm,
+)
+
+__all__ += [
+    "adapt_step_size",
+    "adapt_step_size_chains",
+    "diagnostics",
+    "effective_sample_size",
+    "hmc",
+    "mala",
+    "parallel_tempering",
+    "rwm",
+    "split_rhat",
+]
