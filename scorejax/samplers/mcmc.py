@@ -18,6 +18,7 @@ entries of the position and energy *after* the accept/reject, so any value above
 means the chain itself left the finite numbers (DESIGN §15).
 """
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -253,6 +254,12 @@ def leapfrog(
     x, momentum = jnp.asarray(x), jnp.asarray(momentum)
     if x.shape != momentum.shape:
         raise ValueError(f"momentum must have the shape of x {x.shape}, got {momentum.shape}")
+    inverse_mass = None if inverse_mass is None else jnp.asarray(inverse_mass)
+    return _leapfrog_from_start(energy_fn, x, momentum, step_size, num_steps, inverse_mass)
+
+
+@partial(jax.jit, static_argnames=("energy_fn", "num_steps"))
+def _leapfrog_from_start(energy_fn, x, momentum, step_size, num_steps, inverse_mass):
     value_and_grad = jax.value_and_grad(energy_fn)
     _, energy_grad = value_and_grad(x)
     x, momentum, _, _ = _leapfrog(
