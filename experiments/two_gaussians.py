@@ -70,9 +70,14 @@ def train(cfg, model, loss_fn, init_args, key, description):
     state = sj.init_train_state(params, optimizer)
     batch_fn = lambda k: data.sample_two_gaussians(k, cfg.batch_size)
     return sj.fit(
-        train_step, state, key_fit, batch_fn, num_steps=cfg.num_train_steps,
-        steps_per_call=200, description=description,
-    )  # fmt: skip
+        train_step,
+        state,
+        key_fit,
+        batch_fn,
+        num_steps=cfg.num_train_steps,
+        steps_per_call=200,
+        description=description,
+    )
 
 
 def grid_fisher(score_fn, exact, lim=4.0, num_points=81):
@@ -124,9 +129,13 @@ def main(cfg: Config) -> dict:
         ncsn_state, ncsn_history = train(cfg, ncsn_model, ncsn, init_args, next(keys), "NCSN")
     conditional = partial(ncsn_fn, ncsn_state.ema_params)
     annealed = lambda k, x: sj.annealed_langevin(
-        k, conditional, x, sigmas, step_size=cfg.annealed_step_size,
+        k,
+        conditional,
+        x,
+        sigmas,
+        step_size=cfg.annealed_step_size,
         num_steps_per_level=cfg.annealed_steps_per_level,
-    )  # fmt: skip
+    )
     with Timer() as t_ald:
         ald_run = jax.vmap(annealed)(jax.random.split(next(keys), cfg.num_samples), x0)
         ald_x = jax.block_until_ready(ald_run.state.x)
@@ -160,8 +169,9 @@ def main(cfg: Config) -> dict:
         "config": dataclasses.asdict(cfg),
     }
     write_json(out / "metrics.json", results)
-    make_figures(out, target, learned, conditional, sigmas, ula_run, ula_x, ald_x,
-                 dsm_history, ncsn_history)  # fmt: skip
+    make_figures(
+        out, target, learned, conditional, sigmas, ula_run, ula_x, ald_x, dsm_history, ncsn_history
+    )
     print(f"wrote {out}/metrics.json and figures")
     for name in ("langevin", "annealed_langevin"):
         r = results[name]
@@ -194,7 +204,7 @@ def make_figures(out, target, learned, conditional, sigmas, ula_run, ula_x, ald_
     axes[1].set_title("annealed Langevin on the NCSN score")
     plot.energy_landscape(axes[2], target.energy, lim=4.5)
     plot.trajectories(axes[2], ula_run.trace.x, num_chains=12)
-    axes[2].set_title("Langevin trajectories")
+    axes[2].set(xlim=(-4.5, 4.5), ylim=(-4.5, 4.5), title="Langevin trajectories")
     plot.save(fig, out / "samples.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
