@@ -258,8 +258,9 @@ class Rings(NamedTuple):
         log_f = jnp.log(grid + 1e-30)[None] - (grid[None] - self.radii[:, None]) ** 2 / (
             2 * self.scale**2
         )
-        keys = jax.random.split(key_r, n)
-        radius = jax.vmap(lambda kk, kr: _inverse_cdf_sample(kr, grid, log_f[kk], ()))(k, keys)
+        # invert each ring's CDF for every uniform, then keep the drawn ring's radius
+        radii = jax.vmap(lambda lf: _inverse_cdf_sample(key_r, grid, lf, (n,)))(log_f)
+        radius = jnp.take_along_axis(radii, k[None], axis=0)[0]
         angle = jax.random.uniform(key_a, (n,), maxval=2 * jnp.pi)
         return radius[:, None] * jnp.stack([jnp.cos(angle), jnp.sin(angle)], axis=1)
 

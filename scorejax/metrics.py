@@ -83,11 +83,17 @@ def mode_weights(samples: Array, means: Array) -> Array:
     return counts / jnp.maximum(jnp.sum(finite), 1)
 
 
-def fisher_divergence(score_fn: ScoreFn, exact_score_fn: ScoreFn, x: Array) -> Array:
-    """Monte Carlo (or grid) Fisher divergence 1/2 mean_i |s(x_i) - s*(x_i)|^2.
+def fisher_divergence(
+    score_fn: ScoreFn, exact_score_fn: ScoreFn, x: Array, weights: Array | None = None
+) -> Array:
+    """Fisher divergence 1/2 E_p |s(x) - s*(x)|^2, estimated on points ``x`` (N, D).
 
-    Both scores take one example; ``x`` is (N, D) drawn from the reference law (or a grid
-    whose average approximates the integral against a chosen weighting).
+    With ``weights`` None the points are samples of p (a Monte Carlo average); otherwise
+    ``weights`` (N,) are quadrature weights proportional to p(x_i) on a grid and are
+    normalised here. Both scores take one example.
     """
     diff = jax.vmap(score_fn)(x) - jax.vmap(exact_score_fn)(x)
-    return 0.5 * jnp.mean(jnp.sum(diff**2, axis=-1))
+    sq = 0.5 * jnp.sum(diff**2, axis=-1)
+    if weights is None:
+        return jnp.mean(sq)
+    return jnp.sum(weights * sq) / jnp.sum(weights)

@@ -74,7 +74,7 @@ def make_train_step(
         ema = jax.tree_util.tree_map(
             lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params
         )
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
         return state._replace(
             params=params, opt_state=opt_state, step=state.step + 1, ema_params=ema
         ), metrics

@@ -46,6 +46,13 @@ def count_nonfinite(x: Array) -> Array:
     return jnp.sum(~jnp.isfinite(x)).astype(jnp.int32)
 
 
+def strong_array(x) -> Array:
+    """``x`` as an array without JAX's weak type (``jnp.full(2, 1.0)`` is weakly typed), so a
+    jitted sampler sees the same abstract value, and does not retrace, for any float32 input."""
+    x = jnp.asarray(x)
+    return jnp.asarray(x, dtype=x.dtype)
+
+
 def _check_schedule(schedule, num_steps: int) -> None:
     for i, leaf in enumerate(jax.tree_util.tree_leaves(schedule)):
         if np.ndim(leaf) < 1 or np.shape(leaf)[0] != num_steps:
@@ -96,7 +103,7 @@ def run(
         )
     schedule = tuple(schedule) if isinstance(schedule, list) else schedule
     _check_schedule(schedule, num_steps)
-    return _run(key, sampler, jnp.asarray(x0), num_steps, schedule, thin, unroll)
+    return _run(key, sampler, strong_array(x0), num_steps, schedule, thin, unroll)
 
 
 @partial(jax.jit, static_argnames=("sampler", "num_steps", "thin", "unroll"))

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from scorejax._checks import check_decreasing, check_positive, check_positive_int
-from scorejax.samplers.base import RunResult, Sampler, count_nonfinite, run
+from scorejax.samplers.base import RunResult, Sampler, count_nonfinite, run, strong_array
 from scorejax.types import Array, Key, ScoreFn
 
 
@@ -115,9 +115,16 @@ def annealed_langevin(
     check_positive("step_size", step_size)
     check_positive_int("num_steps_per_level", num_steps_per_level)
     return _annealed(
-        key, score_fn, jnp.asarray(x0), jnp.asarray(sigmas), step_size,
-        num_steps_per_level, denoise, thin, unroll,
-    )  # fmt: skip
+        key,
+        score_fn,
+        strong_array(x0),
+        jnp.asarray(sigmas),
+        step_size,
+        num_steps_per_level,
+        denoise,
+        thin,
+        unroll,
+    )
 
 
 @partial(

@@ -1,0 +1,95 @@
+"""make_train_step and fit: one optimiser step, EMA, determinism, K steps per call."""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import scorejax as sj
+
+
+def quadratic_loss(params, key, batch):
+    """Mean squared distance to the batch: minimised at the batch mean."""
+    return 0.5 * jnp.mean(jnp.sum((batch - params["w"]) ** 2, axis=-1))
+
+
+def test_one_step_is_sgd_and_ema():
+    optimizer = optax.sgd(0.1)
+    step = sj.make_train_step(quadratic_loss, optimizer, ema_decay=0.9)
+    state = sj.init_train_state({"w": jnp.zeros(2)}, optimizer)
+    batch = jnp.array([[1.0, 2.0], [3.0, 4.0]])
+    state, metrics = step(state, jax.random.key(0), batch)
+    # grad = w - mean(batch) = (-2, -3); w <- 0 - 0.1 * grad
+    np.testing.assert_allclose(state.params["w"], [0.2, 0.3], rtol=1e-6)
+    np.testing.assert_allclose(state.ema_params["w"], [0.02, 0.03], rtol=1e-6)
+    np.testing.assert_allclose(metrics["grad_norm"], np.hypot(2, 3), rtol=1e-6)
+    assert int(state.step) == 1
+
+
+def test_fit_converges_and_is_deterministic():
+    target = jnp.array([1.5, -0.5])
+    batch_fn = lambda k: target + 0.1 * jax.random.normal(k, (64, 2))
+    optimizer = optax.adam(0.05)
+    step = sj.make_train_step(quadratic_loss, optimizer)
+
+    def go(seed):
+        state = sj.init_train_state({"w": jnp.zeros(2)}, optimizer)
+        return sj.fit(
+            step,
+            state,
+            jax.random.key(seed),
+            batch_fn,
+            num_steps=450,
+            steps_per_call=100,
+            progress=False,
+        )
+
+    state, history = go(0)
+    assert history["loss"].shape == (450,)  # 4 full calls and a remainder of 50
+    np.testing.assert_allclose(state.params["w"], target, atol=0.05)
+    assert history["loss"][-50:].mean() < history["loss"][:10].mean()
+    _, history2 = go(0)
+    np.testing.assert_array_equal(history["loss"], history2["loss"])
+
+
+def test_fit_warns_on_a_non_finite_loss():
+    optimizer = optax.sgd(0.1)
+    loss = lambda p, k, b: jnp.log(p["w"] - 10.0).sum()  # NaN from the first step
+    step = sj.make_train_step(loss, optimizer)
+    state = sj.init_train_state({"w": jnp.zeros(1)}, optimizer)
+    with pytest.warns(RuntimeWarning, match="non-finite loss first at step 0"):
+        sj.fit(
+            step,
+            state,
+            jax.random.key(0),
+            lambda k: jnp.zeros((1, 1)),
+            num_steps=5,
+            steps_per_call=5,
+            progress=False,
+        )
+
+
+def test_aux_metrics_and_minibatches():
+    data = jnp.arange(20.0).reshape(10, 2)
+    batch_fn = sj.minibatches(data, 4)
+    batch = batch_fn(jax.random.key(0))
+    assert batch.shape == (4, 2)
+    assert all(any(np.array_equal(row, d) for d in np.asarray(data)) for row in np.asarray(batch))
+    loss = lambda p, k, b: (quadratic_loss(p, k, b), {"mean": jnp.mean(b)})
+    step = sj.make_train_step(loss, optax.sgd(0.1), has_aux=True)
+    _, metrics = step(sj.init_train_state({"w": jnp.zeros(2)}, optax.sgd(0.1)), None, batch)
+    np.testing.assert_allclose(metrics["mean"], np.mean(batch))
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="ema_decay"):
+        sj.make_train_step(quadratic_loss, optax.sgd(0.1), ema_decay=1.0)
+    with pytest.raises(ValueError, match="batch_size"):
+        sj.minibatches(jnp.ones((3, 2)), 0)
+    step = sj.make_train_step(quadratic_loss, optax.sgd(0.1))
+    state = sj.init_train_state({"w": jnp.zeros(2)}, optax.sgd(0.1))
+    with pytest.raises(ValueError, match="num_steps"):
+        sj.fit(step, state, jax.random.key(0), partial(jnp.zeros, (2, 2)), num_steps=0)
