@@ -31,3 +31,7 @@ __all__ = [
     "ula",
     "warn_if_diverged",
 ]
+
+from scorejax.samplers.base import default_unroll
+
+__all__ += ["default_unroll"]
