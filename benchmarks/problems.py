@@ -31,9 +31,9 @@ def sizes(quick: bool) -> dict:
     """Problem sizes: quick fits in minutes on 2 CPU cores; full is the issue's grid."""
     if quick:
         return dict(
-            chains=[10_000], mixture_steps=200, mlp_steps=100, dw_steps=200, annealed_chains=2_000,
-            annealed_steps=10, mcmc_steps=200, batches=[512], train_steps=200, sm_dims=[2, 64],
-            sm_steps=50, repeats=5, annealed_levels=[10, 200],
+            chains=[10_000], mixture_steps=100, mlp_steps=50, dw_steps=100, annealed_chains=2_000,
+            annealed_steps=5, mcmc_steps=100, batches=[512], train_steps=50, sm_dims=[2, 64],
+            sm_steps=20, repeats=5, annealed_levels=[10, 200],
         )  # fmt: skip
     return dict(
         chains=[100, 1_000, 10_000, 100_000, 1_000_000], mixture_steps=1000, mlp_steps=1000,
