@@ -60,3 +60,7 @@ __all__ = [
     "ula",
     "warn_if_diverged",
 ]
+
+from scorejax import sharding
+
+__all__ += ["sharding"]
