@@ -3,7 +3,8 @@
 Re-exports the public names; the logic lives in the modules.
 """
 
-from scorejax import data, metrics, nets, partition, plot, samplers, training
+from scorejax import data, diagnostics, metrics, nets, partition, plot, samplers, sharding, training
+from scorejax.diagnostics import effective_sample_size, split_rhat
 from scorejax.energies import (
     Banana,
     DoubleWell,
@@ -18,9 +19,15 @@ from scorejax.partition import log_partition_quadrature
 from scorejax.samplers import (
     RunResult,
     Sampler,
+    adapt_step_size,
+    adapt_step_size_chains,
     annealed_langevin,
+    hmc,
+    mala,
+    parallel_tempering,
     run,
     run_chains,
+    rwm,
     ula,
     warn_if_diverged,
 )
@@ -36,51 +43,37 @@ __all__ = [
     "RunResult",
     "Sampler",
     "TrainState",
+    "adapt_step_size",
+    "adapt_step_size_chains",
     "annealed_langevin",
     "boltzmann_probs",
     "data",
+    "diagnostics",
     "dsm_loss",
+    "effective_sample_size",
     "fit",
     "geometric_sigmas",
+    "hmc",
     "init_train_state",
     "log_partition_finite",
     "log_partition_quadrature",
     "make_train_step",
+    "mala",
     "metrics",
     "minibatches",
     "ncsn_loss",
     "nets",
+    "parallel_tempering",
     "partition",
     "plot",
     "run",
     "run_chains",
+    "rwm",
     "samplers",
     "score_from_energy",
+    "sharding",
+    "split_rhat",
     "training",
     "ula",
     "warn_if_diverged",
-]
-
-# issue 4: MCMC toolkit
-from scorejax import diagnostics
-from scorejax.diagnostics import effective_sample_size, split_rhat
-from scorejax.samplers import (
-    adapt_step_size,
-    adapt_step_size_chains,
-    hmc,
-    mala,
-    parallel_tempering,
-    rwm,
-)
-
-__all__ += [
-    "adapt_step_size",
-    "adapt_step_size_chains",
-    "diagnostics",
-    "effective_sample_size",
-    "hmc",
-    "mala",
-    "parallel_tempering",
-    "rwm",
-    "split_rhat",
 ]

@@ -1,9 +1,20 @@
 """Samplers: init/step kernels and the runner that scans them (one file per family)."""
 
+from scorejax.samplers.adaptation import (
+    HMC_TARGET_ACCEPTANCE,
+    MALA_TARGET_ACCEPTANCE,
+    AdaptationResult,
+    DualAveragingState,
+    adapt_step_size,
+    adapt_step_size_chains,
+    dual_averaging_init,
+    dual_averaging_update,
+)
 from scorejax.samplers.base import (
     RunResult,
     Sampler,
     count_nonfinite,
+    default_unroll,
     run,
     run_chains,
     warn_if_diverged,
@@ -15,33 +26,6 @@ from scorejax.samplers.langevin import (
     annealed_step_sizes,
     langevin_update,
     ula,
-)
-
-__all__ = [
-    "LangevinInfo",
-    "LangevinState",
-    "RunResult",
-    "Sampler",
-    "annealed_langevin",
-    "annealed_step_sizes",
-    "count_nonfinite",
-    "langevin_update",
-    "run",
-    "run_chains",
-    "ula",
-    "warn_if_diverged",
-]
-
-# issue 4: MCMC toolkit
-from scorejax.samplers.adaptation import (
-    HMC_TARGET_ACCEPTANCE,
-    MALA_TARGET_ACCEPTANCE,
-    AdaptationResult,
-    DualAveragingState,
-    adapt_step_size,
-    adapt_step_size_chains,
-    dual_averaging_init,
-    dual_averaging_update,
 )
 from scorejax.samplers.mcmc import (
     HMCInfo,
@@ -68,31 +52,44 @@ from scorejax.samplers.tempering import (
     parallel_tempering,
 )
 
-__all__ += [
+__all__ = [
     "HMC_TARGET_ACCEPTANCE",
     "MALA_TARGET_ACCEPTANCE",
     "AdaptationResult",
     "DualAveragingState",
     "HMCInfo",
     "HMCState",
+    "LangevinInfo",
+    "LangevinState",
     "MALAState",
     "MetropolisInfo",
     "RWMState",
+    "RunResult",
+    "Sampler",
     "TemperingInfo",
     "TemperingState",
     "adapt_step_size",
     "adapt_step_size_chains",
+    "annealed_langevin",
+    "annealed_step_sizes",
     "constant_schedule",
+    "count_nonfinite",
     "cube_root_decay",
+    "default_unroll",
     "dual_averaging_init",
     "dual_averaging_update",
     "geometric_temperatures",
     "hmc",
     "inverse_sqrt_decay",
     "kinetic_energy",
+    "langevin_update",
     "leapfrog",
     "mala",
     "parallel_tempering",
     "polynomial_decay",
+    "run",
+    "run_chains",
     "rwm",
+    "ula",
+    "warn_if_diverged",
 ]

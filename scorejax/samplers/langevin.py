@@ -87,7 +87,7 @@ def annealed_langevin(
     num_steps_per_level: int,
     denoise: bool = True,
     thin: int = 0,
-    unroll: int = 1,
+    unroll: int | None = None,
 ) -> RunResult:
     """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) for one chain.
 

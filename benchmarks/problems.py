@@ -1,0 +1,421 @@
+"""The benchmark problems, each with scorejax and the alternatives a user would pick.
+
+Problems (sizes in ``sizes(quick)``):
+- ula_mixture: ULA on the 2-D eight-Gaussian mixture energy, score by autodiff, h = 0.01.
+- ula_mlp: ULA on an MLP score 2-128-128-2 (SiLU), h = 0.01.
+- double_well: ULA on E(x) = 2 sum (x^2 - 1)^2, 4,096 chains x 32 dims, h = 0.01 (the
+  issue's single-kernel reference problem); also the runner's unroll factors.
+- annealed: annealed Langevin, NoiseConditionalMLP, 10 levels; compile time at 10 and 200
+  levels.
+- mala / hmc: on the mixture, against blackjax (5 leapfrog steps for HMC).
+- dsm_train / ncsn_train: a train step (Adam, EMA) on fresh mixture batches.
+- sm_cost: exact SM against SSM against DSM, MLP score in D dimensions.
+"""
+
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import scorejax as sj
+from benchmarks import torch_ref
+from benchmarks.harness import Case, Prepared, Skip
+
+STEP_SIZE = 0.01
+
+
+def sizes(quick: bool) -> dict:
+    """Problem sizes: quick fits in minutes on 2 CPU cores; full is the issue's grid."""
+    if quick:
+        return dict(
+            chains=[10_000], mixture_steps=100, mlp_steps=50, dw_steps=100, annealed_chains=2_000,
+            annealed_steps=5, mcmc_steps=100, batches=[512], train_steps=50, sm_dims=[2, 64],
+            sm_steps=20, repeats=5, annealed_levels=[10, 200],
+        )  # fmt: skip
+    return dict(
+        chains=[100, 1_000, 10_000, 100_000, 1_000_000], mixture_steps=1000, mlp_steps=1000,
+        dw_steps=1000, annealed_chains=10_000, annealed_steps=100, mcmc_steps=1000,
+        batches=[512, 65_536], train_steps=200, sm_dims=[2, 16, 64, 256, 1024], sm_steps=100,
+        repeats=7, annealed_levels=[10, 50, 200],
+    )  # fmt: skip
+
+
+def _scaled_steps(num_steps: int, num_chains: int, budget: float = 2e7) -> int:
+    """Fewer steps at many chains so one call stays near ``budget`` chain-steps (>= 20 steps)."""
+    return int(max(20, min(num_steps, budget // num_chains)))
+
+
+def jax_prepared(fn, *args) -> Prepared:
+    """Jit ``fn``, compile it ahead of time (timed) and read XLA's memory analysis."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    device_bytes = float("nan")
+    try:
+        mem = compiled.memory_analysis()
+        device_bytes = float(
+            mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+        )
+    except Exception:  # not every backend reports it
+        pass
+    return Prepared(lambda: jax.block_until_ready(compiled(*args)), compile_s, device_bytes)
+
+
+def _mixture():
+    return sj.data.eight_gaussians()
+
+
+def _mixture_score():
+    return partial(sj.score_from_energy(sj.GaussianMixture.energy), _mixture())
+
+
+def _scorejax_chains(score_fn, num_chains, num_steps, dim=2, key_impl=None, unroll=None):
+    def factory():
+        sampler = sj.ula(score_fn, STEP_SIZE)
+        fn = lambda key, x0: sj.run_chains(key, sampler, x0, num_steps, unroll=unroll).state.x
+        key = jax.random.key(0, impl=key_impl) if key_impl else jax.random.key(0)
+        return jax_prepared(fn, key, jnp.zeros((num_chains, dim)))
+
+    return factory
+
+
+def _scorejax_sharded(score_fn, num_chains, num_steps, dim=2):
+    def factory():
+        from scorejax import sharding
+
+        if len(jax.devices()) < 2:
+            raise Skip("one device (set jax_num_cpu_devices or use several GPUs)")
+        mesh = sharding.make_mesh()
+        if num_chains % mesh.size:
+            raise Skip(f"{num_chains} chains do not divide over {mesh.size} devices")
+        sampler = sj.ula(score_fn, STEP_SIZE)
+        fn = lambda key, x0: (
+            sharding.run_chains_sharded(key, sampler, x0, num_steps, mesh=mesh).state.x
+        )
+        x0 = sharding.shard_leading(jnp.zeros((num_chains, dim)), mesh)
+        return jax_prepared(fn, jax.random.key(0), x0)
+
+    return factory
+
+
+def _plain_jax(score_fn, num_chains, num_steps, dim=2):
+    """A hand-written jitted lax.scan over all chains at once, as in JAX's tutorials."""
+
+    def factory():
+        def fn(key, x):
+            def body(x, key_t):
+                noise = jax.random.normal(key_t, x.shape)
+                x = x + STEP_SIZE * jax.vmap(score_fn)(x) + jnp.sqrt(2 * STEP_SIZE) * noise
+                return x, None
+
+            return jax.lax.scan(body, x, jax.random.split(key, num_steps))[0]
+
+        return jax_prepared(fn, jax.random.key(0), jnp.zeros((num_chains, dim)))
+
+    return factory
+
+
+def _torch(builder, *args, **kwargs):
+    def factory():
+        call = builder(*args, **kwargs)
+        return Prepared(call)
+
+    return factory
+
+
+def ula_mixture_cases(cfg) -> list[Case]:
+    cases = []
+    for n in cfg["chains"]:
+        steps = _scaled_steps(cfg["mixture_steps"], n)
+        score = _mixture_score()
+        impls = {
+            "scorejax": _scorejax_chains(score, n, steps),
+            "scorejax[sharded]": _scorejax_sharded(score, n, steps),
+            "scorejax[unsafe_rbg]": _scorejax_chains(score, n, steps, key_impl="unsafe_rbg"),
+            "plain_jax": _plain_jax(score, n, steps),
+            "torch_eager": _torch(torch_ref.ula_mixture, _mixture(), n, steps, STEP_SIZE),
+        }
+        cases.append(Case("ula_mixture", f"{n} chains x {steps} steps", "chain-steps/s",
+                          n * steps, impls))  # fmt: skip
+    return cases
+
+
+def _mlp_score(dtype=None):
+    model = sj.nets.MLPScore(hidden=(128, 128), dtype=dtype)
+    params = model.init(jax.random.key(0), jnp.zeros(2))
+    return partial(sj.nets.apply_fn(model), params)
+
+
+def ula_mlp_cases(cfg, quick: bool) -> list[Case]:
+    cases = []
+    for n in cfg["chains"]:
+        steps = _scaled_steps(cfg["mlp_steps"], n, budget=2e6 if quick else 1e7)
+        impls = {
+            "scorejax": _scorejax_chains(_mlp_score(), n, steps),
+            "scorejax[sharded]": _scorejax_sharded(_mlp_score(), n, steps),
+            "plain_jax": _plain_jax(_mlp_score(), n, steps),
+            "torch_eager": _torch(torch_ref.ula_mlp, n, steps, STEP_SIZE),
+        }
+        if not quick:  # bf16 compute: pays on accelerators, emulated (slow) on most CPUs
+            impls["scorejax[bf16]"] = _scorejax_chains(_mlp_score(jnp.bfloat16), n, steps)
+            impls["torch_eager[bf16]"] = _torch(torch_ref.ula_mlp, n, steps, STEP_SIZE,
+                                                dtype="bfloat16")  # fmt: skip
+        cases.append(Case("ula_mlp", f"{n} chains x {steps} steps", "chain-steps/s", n * steps,
+                          impls))  # fmt: skip
+    return cases
+
+
+def _double_well_energy(x):
+    return 2.0 * jnp.sum((x**2 - 1.0) ** 2)
+
+
+def _torch_double_well(num_chains, num_steps, dim):
+    torch_ref._require()
+    import math
+
+    import torch
+
+    dev = torch_ref._device()
+    noise = math.sqrt(2 * STEP_SIZE)
+
+    def call():
+        x = torch.zeros(num_chains, dim, device=dev)
+        for _ in range(num_steps):
+            x.requires_grad_(True)
+            (grad,) = torch.autograd.grad((2.0 * ((x**2 - 1.0) ** 2)).sum(), x)
+            with torch.no_grad():
+                x = x - STEP_SIZE * grad + noise * torch.randn_like(x)
+        torch_ref._sync()
+        return x
+
+    return call
+
+
+def double_well_cases(cfg) -> list[Case]:
+    n, dim, steps = 4096, 32, cfg["dw_steps"]
+    score = sj.score_from_energy(lambda params, x: _double_well_energy(x))
+    score = partial(score, None)
+    impls = {
+        "scorejax": _scorejax_chains(score, n, steps, dim=dim),
+        "scorejax[unroll=1]": _scorejax_chains(score, n, steps, dim=dim, unroll=1),
+        "scorejax[unroll=4]": _scorejax_chains(score, n, steps, dim=dim, unroll=4),
+        "scorejax[unroll=10]": _scorejax_chains(score, n, steps, dim=dim, unroll=10),
+        "scorejax[sharded]": _scorejax_sharded(score, n, steps, dim=dim),
+        "torch_eager": _torch(_torch_double_well, n, steps, dim),
+    }
+    return [Case("double_well", f"{n} chains x {dim} dims x {steps} steps", "chain-steps/s",
+                 n * steps, impls)]  # fmt: skip
+
+
+def _noise_conditional():
+    model = sj.nets.NoiseConditionalMLP(hidden=(128, 128))
+    params = model.init(jax.random.key(0), jnp.zeros(2), 1.0)
+    return partial(sj.nets.apply_fn(model), params)
+
+
+def annealed_cases(cfg) -> list[Case]:
+    n, per_level = cfg["annealed_chains"], cfg["annealed_steps"]
+    sigmas = sj.geometric_sigmas(3.0, 0.05, 10)
+
+    def scorejax_factory():
+        score_fn = _noise_conditional()
+        run_one = lambda key, x0: (
+            sj.annealed_langevin(
+                key, score_fn, x0, sigmas, step_size=1e-4, num_steps_per_level=per_level
+            ).state.x
+        )
+        fn = lambda key, x0: jax.vmap(run_one)(jax.random.split(key, n), x0)
+        return jax_prepared(fn, jax.random.key(0), jnp.zeros((n, 2)))
+
+    impls = {
+        "scorejax": scorejax_factory,
+        "torch_eager": _torch(torch_ref.annealed, np.asarray(sigmas), n, per_level, 1e-4),
+    }
+    return [Case("annealed", f"{n} chains x 10 levels x {per_level} steps", "chain-steps/s",
+                 n * 10 * per_level, impls)]  # fmt: skip
+
+
+def annealed_compile_rows(cfg) -> list[dict]:
+    """Compile time and program size of annealed Langevin against the number of levels."""
+    rows = []
+    for levels in cfg["annealed_levels"]:
+        score_fn = _noise_conditional()
+        sigmas = sj.geometric_sigmas(3.0, 0.05, levels)
+        fn = lambda key, x0, sigmas: jax.vmap(
+            lambda k, x: (
+                sj.annealed_langevin(
+                    k, score_fn, x, sigmas, step_size=1e-4, num_steps_per_level=10
+                ).state.x
+            )
+        )(jax.random.split(key, 64), x0)
+        times, ops = [], 0
+        for _ in range(3):
+            jax.clear_caches()
+            start = time.perf_counter()
+            lowered = jax.jit(fn).lower(jax.random.key(0), jnp.zeros((64, 2)), sigmas)
+            lowered.compile()
+            times.append(time.perf_counter() - start)
+            ops = sum(1 for line in lowered.as_text().splitlines() if "stablehlo." in line)
+        rows.append(
+            {
+                "problem": "annealed_compile",
+                "size": f"{levels} levels",
+                "impl": "scorejax",
+                "unit": "s",
+                "compile_s": float(np.median(times)),
+                "hlo_ops": ops,
+            }
+        )
+    return rows
+
+
+def _mcmc_cases(cfg, which: str) -> list[Case]:
+    n, steps = 10_000, cfg["mcmc_steps"]
+    mixture = _mixture()
+    energy_fn = partial(sj.GaussianMixture.energy, mixture)
+    step_size, leapfrog = (0.05, 1) if which == "mala" else (0.1, 5)
+
+    def scorejax_factory():
+        try:
+            from scorejax.samplers import mcmc
+        except ImportError as err:
+            raise Skip(f"scorejax.samplers.mcmc is not available ({err})") from err
+        if which == "mala":
+            sampler = mcmc.mala(energy_fn, step_size)
+        else:
+            sampler = mcmc.hmc(energy_fn, step_size, leapfrog)
+        fn = lambda key, x0: sj.run_chains(key, sampler, x0, steps).state.x
+        return jax_prepared(fn, jax.random.key(0), jnp.zeros((n, 2)))
+
+    def blackjax_factory():
+        try:
+            import blackjax
+        except ImportError as err:
+            raise Skip("blackjax is not installed (pip install 'scorejax[bench]')") from err
+        logdensity = lambda x: -energy_fn(x)
+        if which == "mala":
+            algorithm = blackjax.mala(logdensity, step_size)
+        else:
+            algorithm = blackjax.hmc(logdensity, step_size, jnp.ones(2), leapfrog)
+
+        def one_chain(key, x0):
+            def body(state, key_t):
+                return algorithm.step(key_t, state)[0], None
+
+            state = algorithm.init(x0)
+            return jax.lax.scan(body, state, jax.random.split(key, steps))[0].position
+
+        fn = lambda key, x0: jax.vmap(one_chain)(jax.random.split(key, n), x0)
+        return jax_prepared(fn, jax.random.key(0), jnp.zeros((n, 2)))
+
+    impls = {"scorejax": scorejax_factory, "blackjax": blackjax_factory}
+    return [Case(which, f"{n} chains x {steps} steps", "chain-steps/s", n * steps, impls,
+                 notes={"leapfrog": leapfrog})]  # fmt: skip
+
+
+def mcmc_cases(cfg) -> list[Case]:
+    return _mcmc_cases(cfg, "mala") + _mcmc_cases(cfg, "hmc")
+
+
+def _fit_factory(loss_fn, params, batch_fn, num_steps):
+    def factory():
+        optimizer = optax.adam(1e-3)
+        train_step = sj.make_train_step(loss_fn, optimizer)
+        holder = [sj.init_train_state(jax.tree_util.tree_map(jnp.copy, params), optimizer)]
+        key = jax.random.key(1)
+
+        def call():
+            holder[0], _ = sj.fit(
+                train_step, holder[0], key, batch_fn, num_steps=num_steps,
+                steps_per_call=num_steps, progress=False,
+            )  # fmt: skip
+            return jax.block_until_ready(holder[0].params)
+
+        return Prepared(call)
+
+    return factory
+
+
+def train_cases(cfg) -> list[Case]:
+    mixture = _mixture()
+    cases = []
+    for batch in cfg["batches"]:
+        steps = cfg["train_steps"] if batch <= 4096 else max(20, cfg["train_steps"] // 10)
+        batch_fn = lambda key, b=batch: mixture.sample(key, b)
+        model = sj.nets.MLPScore(hidden=(128, 128))
+        params = model.init(jax.random.key(0), jnp.zeros(2))
+        loss = partial(sj.dsm_loss, score_fn=sj.nets.apply_fn(model), sigma=0.1)
+        impls = {
+            "scorejax": _fit_factory(loss, params, batch_fn, steps),
+            "torch_eager": _torch(torch_ref.train, mixture, batch, steps, sigma=0.1),
+        }
+        cases.append(Case("dsm_train", f"batch {batch} x {steps} steps", "steps/s", steps,
+                          impls))  # fmt: skip
+        sigmas = sj.geometric_sigmas(3.0, 0.05, 10)
+        ncsn = sj.nets.NoiseConditionalMLP(hidden=(128, 128))
+        ncsn_params = ncsn.init(jax.random.key(0), jnp.zeros(2), 1.0)
+        ncsn_loss = partial(sj.ncsn_loss, score_fn=sj.nets.apply_fn(ncsn), sigmas=sigmas)
+        impls = {
+            "scorejax": _fit_factory(ncsn_loss, ncsn_params, batch_fn, steps),
+            "torch_eager": _torch(torch_ref.train, mixture, batch, steps,
+                                  sigmas=np.asarray(sigmas)),
+        }  # fmt: skip
+        cases.append(Case("ncsn_train", f"batch {batch} x {steps} steps", "steps/s", steps,
+                          impls))  # fmt: skip
+    return cases
+
+
+def exact_sm_loss(params, key, batch, *, score_fn):
+    """Hyvärinen 2005, Eq. 4: E[tr(grad_x s(x)) + 1/2 ||s(x)||^2], trace by forward mode."""
+
+    def one(x):
+        s = score_fn(params, x)
+        return jnp.trace(jax.jacfwd(lambda y: score_fn(params, y))(x)) + 0.5 * jnp.sum(s**2)
+
+    return jnp.mean(jax.vmap(one)(batch))
+
+
+def sliced_sm_loss(params, key, batch, *, score_fn):
+    """Song et al. 2019, Eq. 7, one Gaussian projection: v^T grad(v^T s) v + 1/2 (v^T s)^2."""
+    v = jax.random.normal(key, batch.shape)
+
+    def one(x, v):
+        s, jv = jax.jvp(lambda y: score_fn(params, y), (x,), (v,))
+        return jnp.dot(v, jv) + 0.5 * jnp.dot(v, s) ** 2
+
+    return jnp.mean(jax.vmap(one)(batch, v))
+
+
+def sm_cost_cases(cfg) -> list[Case]:
+    cases = []
+    for dim in cfg["sm_dims"]:
+        model = sj.nets.MLPScore(hidden=(128, 128))
+        params = model.init(jax.random.key(0), jnp.zeros(dim))
+        score_fn = sj.nets.apply_fn(model)
+        batch_fn = lambda key, d=dim: jax.random.normal(key, (128, d))
+        losses = {
+            "dsm": partial(sj.dsm_loss, score_fn=score_fn, sigma=0.1),
+            "ssm": partial(sliced_sm_loss, score_fn=score_fn),
+            "exact_sm": partial(exact_sm_loss, score_fn=score_fn),
+        }
+        impls = {name: _fit_factory(fn, params, batch_fn, cfg["sm_steps"])
+                 for name, fn in losses.items()}  # fmt: skip
+        cases.append(Case("sm_cost", f"D={dim}, batch 128 x {cfg['sm_steps']} steps", "steps/s",
+                          cfg["sm_steps"], impls, baseline="dsm"))  # fmt: skip
+    return cases
+
+
+def all_cases(quick: bool) -> list[Case]:
+    cfg = sizes(quick)
+    return (
+        ula_mixture_cases(cfg)
+        + ula_mlp_cases(cfg, quick)
+        + double_well_cases(cfg)
+        + annealed_cases(cfg)
+        + mcmc_cases(cfg)
+        + train_cases(cfg)
+        + sm_cost_cases(cfg)
+    )

@@ -1,0 +1,182 @@
+"""PyTorch eager references, written as a user would from the PyTorch tutorials.
+
+Each function builds the same problem as its scorejax counterpart (same target, network
+shape, step size, batch) and returns a closure that runs the whole workload once. Nothing
+here is compiled (no torch.compile): the eager loop is what the comparison is against.
+"""
+
+import math
+
+import numpy as np
+
+from benchmarks.harness import Skip
+
+try:
+    import torch
+    from torch import nn
+except ImportError:  # the benchmark-only extra
+    torch = None
+
+
+def _require():
+    if torch is None:
+        raise Skip("torch is not installed (pip install 'scorejax[bench]' or torch==2.13.0)")
+
+
+def _device():
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _mixture_energy(mixture):
+    dev = _device()
+    means = torch.tensor(np.asarray(mixture.means), device=dev)
+    scales = torch.tensor(np.asarray(mixture._scales()), device=dev)
+    log_weights = torch.log(torch.tensor(np.asarray(mixture.weights), device=dev))
+    log_norm = -0.5 * (math.log(2 * math.pi) + 2 * torch.log(scales)).sum(-1)
+
+    def energy(x):  # (N, D) -> (N,)
+        z = (x[:, None, :] - means) / scales
+        return -torch.logsumexp(log_weights + log_norm - 0.5 * (z**2).sum(-1), dim=-1)
+
+    return energy
+
+
+def ula_mixture(mixture, num_chains, num_steps, step_size):
+    """ULA on the mixture energy, score by autograd, one step per Python iteration."""
+    _require()
+    energy = _mixture_energy(mixture)
+    noise_scale = math.sqrt(2 * step_size)
+
+    def call():
+        x = torch.zeros(num_chains, mixture.means.shape[-1], device=_device())
+        for _ in range(num_steps):
+            x.requires_grad_(True)
+            (grad,) = torch.autograd.grad(energy(x).sum(), x)
+            with torch.no_grad():
+                x = x - step_size * grad + noise_scale * torch.randn_like(x)
+        _sync()
+        return x
+
+    return call
+
+
+def mlp(dim_in, dim_out, hidden=(128, 128)):
+    layers, width = [], dim_in
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.SiLU()]
+        width = h
+    return nn.Sequential(*layers, nn.Linear(width, dim_out))
+
+
+def ula_mlp(num_chains, num_steps, step_size, dim=2, dtype=None):
+    """ULA with an MLP score network (2-128-128-2, SiLU) under torch.no_grad."""
+    _require()
+    net = mlp(dim, dim).to(_device())
+    noise_scale = math.sqrt(2 * step_size)
+    autocast = dtype == "bfloat16"
+
+    @torch.no_grad()
+    def call():
+        x = torch.zeros(num_chains, dim, device=_device())
+        with torch.autocast(_device(), dtype=torch.bfloat16, enabled=autocast):
+            for _ in range(num_steps):
+                x = x + step_size * net(x).float() + noise_scale * torch.randn_like(x)
+        _sync()
+        return x
+
+    return call
+
+
+def _fourier(sigma, num_frequencies=8):
+    angles = torch.log(sigma)[:, None] * (2.0 ** torch.arange(num_frequencies, device=sigma.device))
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+class NoiseConditional(nn.Module if torch is not None else object):
+    """s(x, sigma) = MLP([x, fourier(log sigma)]) / sigma (NCSNv2's 1/sigma scaling)."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.net = mlp(dim + 16, dim)
+
+    def forward(self, x, sigma):
+        return self.net(torch.cat([x, _fourier(sigma)], dim=-1)) / sigma[:, None]
+
+
+def annealed(sigmas, num_chains, num_steps_per_level, step_size, dim=2):
+    """Annealed Langevin (Song & Ermon 2019, Alg. 1) as nested Python loops."""
+    _require()
+    net = NoiseConditional(dim).to(_device())
+    sigmas = [float(s) for s in sigmas]
+
+    @torch.no_grad()
+    def call():
+        x = torch.zeros(num_chains, dim, device=_device())
+        for sigma in sigmas:
+            h = step_size * sigma**2 / sigmas[-1] ** 2
+            s = torch.full((num_chains,), sigma, device=_device())
+            for _ in range(num_steps_per_level):
+                x = x + h * net(x, s) + math.sqrt(2 * h) * torch.randn_like(x)
+        _sync()
+        return x
+
+    return call
+
+
+def _sample_mixture(mixture):
+    dev = _device()
+    means = torch.tensor(np.asarray(mixture.means), device=dev)
+    scales = torch.tensor(np.asarray(mixture._scales()), device=dev)
+    weights = torch.tensor(np.asarray(mixture.weights), device=dev)
+
+    def sample(n):
+        k = torch.multinomial(weights, n, replacement=True)
+        return means[k] + scales[k] * torch.randn(n, means.shape[-1], device=dev)
+
+    return sample
+
+
+def train(mixture, batch_size, num_steps, sigma=None, sigmas=None, ema_decay=0.999):
+    """DSM (one ``sigma``) or NCSN (a ``sigmas`` ladder) training: Adam, EMA, fresh batches."""
+    _require()
+    dim = mixture.means.shape[-1]
+    dev = _device()
+    net = (mlp(dim, dim) if sigmas is None else NoiseConditional(dim)).to(dev)
+    ema = [p.detach().clone() for p in net.parameters()]
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    sample = _sample_mixture(mixture)
+    ladder = None if sigmas is None else torch.tensor(np.asarray(sigmas), device=dev)
+
+    def loss_fn(x):
+        z = torch.randn_like(x)
+        if ladder is None:
+            return 0.5 * ((net(x + sigma * z) + z / sigma) ** 2).sum(-1).mean()
+        s = ladder[torch.randint(0, len(ladder), (x.shape[0],), device=dev)]
+        return 0.5 * ((s[:, None] * net(x + s[:, None] * z, s) + z) ** 2).sum(-1).mean()
+
+    def call():
+        for _ in range(num_steps):
+            loss = loss_fn(sample(batch_size))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                params = list(net.parameters())
+                torch._foreach_mul_(ema, ema_decay)
+                torch._foreach_add_(ema, params, alpha=1 - ema_decay)
+        _sync()
+        return loss.item()
+
+    return call
+
+
+def describe() -> dict:
+    """Version and threads, for the report."""
+    if torch is None:
+        return {"torch": None}
+    return {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
