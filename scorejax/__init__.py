@@ -60,3 +60,16 @@ __all__ = [
     "ula",
     "warn_if_diverged",
 ]
+
+# score matching, exact and sliced (issue 3)
+from scorejax.losses import exact_sm_loss, ssm_loss, ssm_vr_loss
+from scorejax.scores import divergence, hessian_trace, hutchinson_divergence
+
+__all__ += [
+    "divergence",
+    "exact_sm_loss",
+    "hessian_trace",
+    "hutchinson_divergence",
+    "ssm_loss",
+    "ssm_vr_loss",
+]
