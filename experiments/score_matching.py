@@ -38,6 +38,7 @@ from scorejax import (
     init_train_state,
     make_train_step,
     metrics,
+    minibatches,
     nets,
     plot,
     run_chains,
@@ -60,13 +61,14 @@ class Config:
     hidden: tuple = (128, 128)
     learning_rate: float = 2e-3
     batch_size: int = 256
-    num_steps: int = 2000  # 2-D targets
+    num_steps: int = 1500  # 2-D targets
     high_dim_batch_size: int = 64
     high_dim_num_steps: int = 600  # D >= 16: exact SM costs D forward passes a step
     dsm_sigma: float = 0.1
-    num_eval: int = 2000  # samples for the Fisher divergence
-    num_chains: int = 1000  # ULA chains, one sample each
-    langevin_steps: int = 1000
+    num_train: int = 10000  # the data set, drawn once per run; minibatches with replacement
+    num_eval: int = 2000  # fresh samples for the Fisher divergence
+    num_chains: int = 500  # ULA chains, one sample each
+    langevin_steps: int = 500
     langevin_step_fraction: float = 0.1  # h = fraction * (smallest component scale)^2
     cost_dims: tuple = (2, 4, 16, 64, 256, 1024)
     cost_batch_size: int = 64
@@ -83,6 +85,7 @@ SMOKE = {
     "high_dim_num_steps": 10,
     "batch_size": 32,
     "high_dim_batch_size": 16,
+    "num_train": 256,
     "num_eval": 64,
     "num_chains": 64,
     "langevin_steps": 20,
@@ -178,7 +181,8 @@ def train(cfg, key, target, dim, objective, model_kind):
     kwargs = {"sigma": cfg.dsm_sigma} if objective == "dsm" else {}
     optimizer = optax.adam(cfg.learning_rate)
     step = make_train_step(partial(LOSSES[objective], score_fn=score_fn, **kwargs), optimizer)
-    batch_fn = lambda k: target.sample(k, batch_size)
+    key_data, key_fit = jax.random.split(key_fit)
+    batch_fn = minibatches(target.sample(key_data, cfg.num_train), batch_size)
     with Timer() as timer:
         state, history = fit(
             step,
