@@ -14,7 +14,14 @@ from scorejax.energies import (
     boltzmann_probs,
     log_partition_finite,
 )
-from scorejax.losses import dsm_loss, geometric_sigmas, ncsn_loss
+from scorejax.losses import (
+    dsm_loss,
+    exact_sm_loss,
+    geometric_sigmas,
+    ncsn_loss,
+    ssm_loss,
+    ssm_vr_loss,
+)
 from scorejax.partition import log_partition_quadrature
 from scorejax.samplers import (
     RunResult,
@@ -31,7 +38,7 @@ from scorejax.samplers import (
     ula,
     warn_if_diverged,
 )
-from scorejax.scores import score_from_energy
+from scorejax.scores import divergence, hessian_trace, hutchinson_divergence, score_from_energy
 from scorejax.training import TrainState, fit, init_train_state, make_train_step, minibatches
 
 __all__ = [
@@ -49,11 +56,15 @@ __all__ = [
     "boltzmann_probs",
     "data",
     "diagnostics",
+    "divergence",
     "dsm_loss",
     "effective_sample_size",
+    "exact_sm_loss",
     "fit",
     "geometric_sigmas",
+    "hessian_trace",
     "hmc",
+    "hutchinson_divergence",
     "init_train_state",
     "log_partition_finite",
     "log_partition_quadrature",
@@ -73,6 +84,8 @@ __all__ = [
     "score_from_energy",
     "sharding",
     "split_rhat",
+    "ssm_loss",
+    "ssm_vr_loss",
     "training",
     "ula",
     "warn_if_diverged",

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scorejax._checks import check_decreasing, check_positive, check_positive_int
+from scorejax.scores import _value_and_divergence
 from scorejax.types import Array, Key, Params, ScoreFn
 
 
@@ -75,3 +76,125 @@ def ncsn_loss(params: Params, key: Key, batch: Array, *, score_fn: ScoreFn, sigm
     scores = jax.vmap(score_fn, in_axes=(None, 0, 0))(params, batch + sigma_b * z, sigma)
     residual = (sigma_b * scores + z).reshape(batch.shape[0], -1)
     return 0.5 * jnp.mean(jnp.sum(residual**2, axis=-1))
+
+
+# --- Score matching without noise: exact (Hyvärinen 2005) and sliced (Song et al. 2019) ---
+
+
+def _check_projections(num_projections, probe) -> None:
+    check_positive_int("num_projections", num_projections)
+    if not callable(probe):
+        raise ValueError(
+            "probe must be a sampler probe(key, shape, dtype) with E[v v^T] = I, such as "
+            f"jax.random.normal or jax.random.rademacher; got {probe!r}"
+        )
+
+
+def exact_sm_loss(params: Params, key: Key, batch: Array, *, score_fn: ScoreFn) -> Array:
+    """Exact (implicit) score matching (Hyvärinen 2005, Theorem 1).
+
+    J(theta) = E_x [ tr(grad_x s_theta(x)) + 1/2 || s_theta(x) ||^2 ],
+
+    equal to the Fisher divergence 1/2 E || s_theta - grad log p ||^2 minus the constant
+    1/2 E || grad log p ||^2. The trace is exact: one forward-mode Jacobian-vector product
+    per dimension (``scores.divergence``), so a step costs about D forward passes; for an
+    energy model (``score_fn=score_from_energy(energy_fn)``) it is minus the Hessian trace.
+
+    Args:
+      params: model parameters.
+      key: unused (the loss is deterministic); kept so every loss has the same signature.
+      batch: (B, ...) data.
+      score_fn: ``score_fn(params, x) -> like x`` for one example.
+
+    Returns:
+      The batch mean of tr(grad s) + 1/2 ||s||^2.
+    """
+    _check_batch(batch)
+    del key
+
+    def per_example(x):
+        s, trace = _value_and_divergence(score_fn, params, x, ())
+        return trace + 0.5 * jnp.sum(s**2)
+
+    return jnp.mean(jax.vmap(per_example)(batch))
+
+
+def _sliced_terms(params, key, batch, score_fn, num_projections, probe):
+    """Per example and projection: (v^T J v, 1/2 (v^T s)^2, 1/2 ||s||^2), each (B, M)."""
+    v = probe(key, (batch.shape[0], num_projections, *batch.shape[1:]), batch.dtype)
+
+    def per_example(x, vs):
+        f = lambda y: score_fn(params, y)
+        # the primal s(x) is shared by the M tangents (out_axes None): one pass, M jvps
+        s, jv = jax.vmap(lambda u: jax.jvp(f, (x,), (u,)), out_axes=(None, 0))(vs)
+        flat_v = vs.reshape(num_projections, -1)
+        vjv = jnp.sum(flat_v * jv.reshape(num_projections, -1), axis=-1)
+        vs_proj = flat_v @ s.reshape(-1)
+        return vjv, 0.5 * vs_proj**2, 0.5 * jnp.sum(s**2) * jnp.ones_like(vjv)
+
+    return jax.vmap(per_example)(batch, v)
+
+
+def ssm_loss(
+    params: Params,
+    key: Key,
+    batch: Array,
+    *,
+    score_fn: ScoreFn,
+    num_projections: int = 1,
+    probe=jax.random.normal,
+) -> Array:
+    """Sliced score matching (Song, Garg, Shi & Ermon 2019, Section 3).
+
+    J(theta; p_v) = E_x E_v [ v^T grad_x(v^T s_theta(x)) + 1/2 (v^T s_theta(x))^2 ],
+
+    with projections v ~ p_v, E[v v^T] = I, estimated with M = ``num_projections``
+    independent projections per example (their unbiased estimator). v^T grad_x(v^T s) =
+    v^T J v is one Jacobian-vector product, so a step costs about M + 1 forward passes
+    whatever D. It equals ``exact_sm_loss`` in expectation over v (Hutchinson's identity).
+
+    Args:
+      params: model parameters.
+      key: PRNG key for the projections.
+      batch: (B, ...) data.
+      score_fn: ``score_fn(params, x) -> like x`` for one example.
+      num_projections: M >= 1 projections per example.
+      probe: ``probe(key, shape, dtype)``: ``jax.random.normal`` (Gaussian, the default) or
+        ``jax.random.rademacher`` (uniform signs, lower variance).
+
+    Returns:
+      The mean over the batch and the projections.
+    """
+    _check_batch(batch)
+    _check_projections(num_projections, probe)
+    vjv, half_proj_sq, _ = _sliced_terms(params, key, batch, score_fn, num_projections, probe)
+    return jnp.mean(vjv + half_proj_sq)
+
+
+def ssm_vr_loss(
+    params: Params,
+    key: Key,
+    batch: Array,
+    *,
+    score_fn: ScoreFn,
+    num_projections: int = 1,
+    probe=jax.random.normal,
+) -> Array:
+    """Sliced score matching with variance reduction, SSM-VR (Song et al. 2019, Section 3).
+
+    J_vr(theta; p_v) = E_x [ E_v v^T grad_x(v^T s_theta(x)) + 1/2 || s_theta(x) ||^2 ]:
+
+    the term 1/2 (v^T s)^2 is replaced by its expectation over v, 1/2 s^T E[v v^T] s =
+    1/2 ||s||^2, exact for Gaussian projections (the paper's case) and for any probe with
+    E[v v^T] = I, Rademacher included. Same expectation as ``ssm_loss``, smaller variance.
+
+    Args:
+      As ``ssm_loss``.
+
+    Returns:
+      The mean over the batch and the projections.
+    """
+    _check_batch(batch)
+    _check_projections(num_projections, probe)
+    vjv, _, half_sq = _sliced_terms(params, key, batch, score_fn, num_projections, probe)
+    return jnp.mean(vjv + half_sq)
