@@ -32,19 +32,25 @@ __all__ = [
     "DoubleWell",
     "Gaussian",
     "GaussianMixture",
+    "ReplayBuffer",
     "Rings",
     "RunResult",
     "Sampler",
     "TrainState",
     "annealed_langevin",
+    "auroc",
     "boltzmann_probs",
+    "cd_loss",
     "data",
+    "decoupled_langevin",
     "dsm_loss",
     "fit",
     "geometric_sigmas",
     "init_train_state",
     "log_partition_finite",
     "log_partition_quadrature",
+    "make_cd_train_step",
+    "make_pcd_train_step",
     "make_train_step",
     "metrics",
     "minibatches",
@@ -52,11 +58,31 @@ __all__ = [
     "nets",
     "partition",
     "plot",
+    "replay",
+    "replay_init",
+    "replay_push",
+    "replay_sample",
     "run",
     "run_chains",
     "samplers",
     "score_from_energy",
     "training",
     "ula",
+    "uniform_noise",
     "warn_if_diverged",
 ]
+
+# Contrastive divergence (issue 5)
+from scorejax import replay
+from scorejax.losses import cd_loss
+from scorejax.metrics import auroc
+from scorejax.replay import (
+    ReplayBuffer,
+    make_cd_train_step,
+    make_pcd_train_step,
+    replay_init,
+    replay_push,
+    replay_sample,
+    uniform_noise,
+)
+from scorejax.samplers import decoupled_langevin

@@ -13,6 +13,7 @@ from scorejax.samplers.langevin import (
     LangevinState,
     annealed_langevin,
     annealed_step_sizes,
+    decoupled_langevin,
     langevin_update,
     ula,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "annealed_langevin",
     "annealed_step_sizes",
     "count_nonfinite",
+    "decoupled_langevin",
     "langevin_update",
     "run",
     "run_chains",
