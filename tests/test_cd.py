@@ -220,3 +220,27 @@ def test_bad_input_errors():
         step(sj.init_train_state(params, optax.sgd(0.1)), jax.random.key(0), pos)
     with pytest.raises(ValueError, match="image"):
         ResNetEnergy().init(jax.random.key(0), jnp.zeros(4))
+
+
+def test_ebm_cd_experiment_smoke(tmp_path):
+    from experiments import ebm_cd
+    from experiments.common import parse_config
+
+    cfg = parse_config(ebm_cd.Config, ebm_cd.SMOKE, ["--smoke", "--out-dir", str(tmp_path)])
+    metrics = ebm_cd.main(cfg)
+    for name in ("energy_landscapes.png", "samples.png", "nll_table.md", "metrics.json"):
+        assert (tmp_path / name).exists()
+    for run in metrics["runs"].values():
+        assert np.isfinite(run["test_nll"]) and np.isfinite(run["true_nll"])
+
+
+def test_ebm_images_experiment_smoke(tmp_path):
+    from experiments import ebm_images
+    from experiments.common import parse_config
+
+    cfg = parse_config(ebm_images.Config, ebm_images.SMOKE, ["--smoke", "--out-dir", str(tmp_path)])
+    metrics = ebm_images.main(cfg)
+    for name in ("samples.png", "training_curves.png", "denoising.png", "ood_auroc.md"):
+        assert (tmp_path / name).exists()
+    assert all(0.0 <= v <= 1.0 for v in metrics["auroc"].values())
+    assert np.isfinite(metrics["denoise_mse_after"])
