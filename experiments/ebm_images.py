@@ -8,10 +8,10 @@ moves of decoupled Langevin x <- clip(x - step_size grad E + noise_scale z, 0, 1
 (temperature T = noise_scale^2 / (2 step_size), far below 1, as in practice), with the
 L2 energy penalty, gradient clipping and clamping to [0, 1].
 
-Outputs: sample grids (the buffer's persistent chains, short-run chains from noise, long-run
-chains from noise), training curves, an OOD AUROC table with -E as the score (held-out
-digits against uniform noise and against flipped / inverted digits: "relative likelihood
-without Z"), and denoising a corrupted digit by energy descent.
+Outputs: sample grids (the buffer's persistent chains, short-run chains from noise, and the
+persistent chains run on for many more steps), training curves, an OOD AUROC table with -E
+as the score (held-out digits against uniform noise and against flipped / inverted digits:
+"relative likelihood without Z"), and denoising a corrupted digit by energy descent.
 
     python -m experiments.ebm_images            # digits, a few minutes on 2 CPU cores
     python -m experiments.ebm_images --dataset mnist
@@ -50,7 +50,7 @@ class Config:
     grad_clip: float = 1.0
     long_run_steps: int = 200
     denoise_steps: int = 100
-    denoise_step_size: float = 0.05
+    denoise_step_size: float = 0.1
     corruption_noise: float = 0.3
     num_ood: int = 360
     seed: int = 0
@@ -152,19 +152,20 @@ def main(cfg: Config) -> dict:
     params = state.params
     energies = jax.jit(jax.vmap(partial(energy_fn, params)))
 
-    # samples: the persistent chains, short-run chains from noise, long-run chains from noise
+    # samples: the persistent chains, short-run chains from noise, and the persistent chains
+    # run on for long_run_steps more (are the buffer's digits stable under the model?)
     key, key_short, key_long, key_noise = jax.random.split(key, 4)
     x_noise = noise_fn(key_noise, 40)
     short = chains(cfg, energy_fn, params, key_short, x_noise, cfg.num_mcmc_steps)
-    long = chains(cfg, energy_fn, params, key_long, x_noise, cfg.long_run_steps)
     buffer = state.extra.x[:40]
+    long = chains(cfg, energy_fn, params, key_long, buffer, cfg.long_run_steps)
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.5))
     for ax, images, title in zip(
         axes,
         (data.test_images[:40], buffer, short, long),
         ("data", "replay buffer (persistent chains)",
          f"short run: {cfg.num_mcmc_steps} steps from noise",
-         f"long run: {cfg.long_run_steps} steps from noise"),
+         f"long run: buffer + {cfg.long_run_steps} more steps"),
         strict=True,
     ):  # fmt: skip
         sj.plot.image_grid(ax, images[..., :, :], num_columns=8)
