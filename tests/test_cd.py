@@ -181,8 +181,8 @@ def test_decoupled_langevin_temperature_and_ula_equivalence():
     assert float(jnp.max(jnp.abs(clipped.state.x))) <= 1.0
 
 
-def test_resnet_energy_and_spectral_norm():
-    for shape, widths, sn in (((8, 8), (4, 8), True), ((28, 28), (4, 4, 4), False)):
+def _check_resnet_energy(cases):
+    for shape, widths, sn in cases:
         model = ResNetEnergy(widths=widths, spectral_norm=sn)
         params = jax.jit(model.init)(jax.random.key(0), jnp.zeros(shape))
         x = jax.random.uniform(jax.random.key(1), (3, *shape))
@@ -191,10 +191,19 @@ def test_resnet_energy_and_spectral_norm():
         assert energies.shape == (3,) and bool(jnp.all(jnp.isfinite(energies)))
         # one example at a time equals the vmapped batch
         np.testing.assert_allclose(energy_fn(params, x[1]), energies[1], rtol=1e-5)
+
+
+def test_resnet_energy_and_spectral_norm():
+    _check_resnet_energy([((8, 8), (4, 8), True)])
     kernel = jax.random.normal(jax.random.key(2), (3, 3, 4, 8))
     normalised = jax.jit(spectral_normalise, static_argnums=1)(kernel, 200)
     top = np.linalg.svd(np.asarray(normalised).reshape(-1, 8), compute_uv=False)[0]
     np.testing.assert_allclose(top, 1.0, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_resnet_energy_on_mnist_size():
+    _check_resnet_energy([((28, 28), (4, 4, 4), True)])
 
 
 def test_bad_input_errors():
