@@ -3,7 +3,18 @@
 Re-exports the public names; the logic lives in the modules.
 """
 
-from scorejax import data, diagnostics, metrics, nets, partition, plot, samplers, sharding, training
+from scorejax import (
+    data,
+    diagnostics,
+    metrics,
+    nets,
+    partition,
+    plot,
+    replay,
+    samplers,
+    sharding,
+    training,
+)
 from scorejax.diagnostics import effective_sample_size, split_rhat
 from scorejax.energies import (
     Banana,
@@ -15,6 +26,7 @@ from scorejax.energies import (
     log_partition_finite,
 )
 from scorejax.losses import (
+    cd_loss,
     dsm_loss,
     exact_sm_loss,
     geometric_sigmas,
@@ -22,13 +34,24 @@ from scorejax.losses import (
     ssm_loss,
     ssm_vr_loss,
 )
+from scorejax.metrics import auroc
 from scorejax.partition import log_partition_quadrature
+from scorejax.replay import (
+    ReplayBuffer,
+    make_cd_train_step,
+    make_pcd_train_step,
+    replay_init,
+    replay_push,
+    replay_sample,
+    uniform_noise,
+)
 from scorejax.samplers import (
     RunResult,
     Sampler,
     adapt_step_size,
     adapt_step_size_chains,
     annealed_langevin,
+    decoupled_langevin,
     hmc,
     mala,
     parallel_tempering,
@@ -46,6 +69,7 @@ __all__ = [
     "DoubleWell",
     "Gaussian",
     "GaussianMixture",
+    "ReplayBuffer",
     "Rings",
     "RunResult",
     "Sampler",
@@ -53,8 +77,11 @@ __all__ = [
     "adapt_step_size",
     "adapt_step_size_chains",
     "annealed_langevin",
+    "auroc",
     "boltzmann_probs",
+    "cd_loss",
     "data",
+    "decoupled_langevin",
     "diagnostics",
     "divergence",
     "dsm_loss",
@@ -68,6 +95,8 @@ __all__ = [
     "init_train_state",
     "log_partition_finite",
     "log_partition_quadrature",
+    "make_cd_train_step",
+    "make_pcd_train_step",
     "make_train_step",
     "mala",
     "metrics",
@@ -77,6 +106,10 @@ __all__ = [
     "parallel_tempering",
     "partition",
     "plot",
+    "replay",
+    "replay_init",
+    "replay_push",
+    "replay_sample",
     "run",
     "run_chains",
     "rwm",
@@ -88,5 +121,6 @@ __all__ = [
     "ssm_vr_loss",
     "training",
     "ula",
+    "uniform_noise",
     "warn_if_diverged",
 ]

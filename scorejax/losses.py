@@ -198,3 +198,58 @@ def ssm_vr_loss(
     _check_projections(num_projections, probe)
     vjv, _, half_sq = _sliced_terms(params, key, batch, score_fn, num_projections, probe)
     return jnp.mean(vjv + half_sq)
+
+
+def cd_loss(
+    params: Params,
+    batch: Array,
+    negatives: Array,
+    *,
+    energy_fn,
+    alpha: float = 0.0,
+) -> tuple[Array, dict]:
+    """Contrastive-divergence loss with the L2 energy penalty (Hinton 2002; Du & Mordatch 2019).
+
+    L(theta) = mean_i E(x+_i) - mean_j E(sg(x-_j)) + alpha * (mean_i E(x+_i)^2 + mean_j E(x-_j)^2)
+
+    Its gradient is mean grad_theta E(x+) - mean grad_theta E(x-) (+ the penalty's), a Monte
+    Carlo estimate of the maximum-likelihood gradient
+    grad_theta (-log p(x+)) = grad E(x+) - E_{x ~ p_theta}[grad E(x)] when the negatives x-
+    are draws from the model: lower the energy of data, raise that of model samples. With
+    negatives from k MCMC steps started at the data it is CD-k (Hinton 2002, Eq. 5); from a
+    persistent chain, PCD (Tieleman 2008). ``sg`` is ``stop_gradient``: the sampler is not
+    differentiated through. The penalty (Du & Mordatch 2019, Section 3.3) keeps energies
+    near zero, which bounds the scale drift that makes EBM training diverge.
+
+    Args:
+      params: parameters of ``energy_fn``.
+      batch: (B, ...) data x+.
+      negatives: (M, ...) negative samples x-.
+      energy_fn: ``energy_fn(params, x) -> ()`` for one example (vmapped here).
+      alpha: weight of the L2 energy penalty (>= 0).
+
+    Returns:
+      (loss, aux) with aux = {"energy_pos", "energy_neg"} (batch means) and
+      "energy_max_abs" (largest |E| over both sets, the divergence signal); ready for
+      ``jax.value_and_grad(..., has_aux=True)`` / ``make_train_step(..., has_aux=True)``.
+    """
+    _check_batch(batch)
+    _check_batch(negatives)
+    if np.shape(batch)[1:] != np.shape(negatives)[1:]:
+        raise ValueError(
+            f"negatives must have the example shape of batch {np.shape(batch)[1:]}, "
+            f"got {np.shape(negatives)[1:]}"
+        )
+    if not (np.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha must be finite and >= 0, got {alpha!r}")
+    energies = jax.vmap(energy_fn, in_axes=(None, 0))
+    energy_pos = energies(params, batch)
+    energy_neg = energies(params, jax.lax.stop_gradient(negatives))
+    loss = jnp.mean(energy_pos) - jnp.mean(energy_neg)
+    loss = loss + alpha * (jnp.mean(energy_pos**2) + jnp.mean(energy_neg**2))
+    aux = {
+        "energy_pos": jnp.mean(energy_pos),
+        "energy_neg": jnp.mean(energy_neg),
+        "energy_max_abs": jnp.maximum(jnp.max(jnp.abs(energy_pos)), jnp.max(jnp.abs(energy_neg))),
+    }
+    return loss, aux

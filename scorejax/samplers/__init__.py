@@ -24,6 +24,7 @@ from scorejax.samplers.langevin import (
     LangevinState,
     annealed_langevin,
     annealed_step_sizes,
+    decoupled_langevin,
     langevin_update,
     ula,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "constant_schedule",
     "count_nonfinite",
     "cube_root_decay",
+    "decoupled_langevin",
     "default_unroll",
     "dual_averaging_init",
     "dual_averaging_update",

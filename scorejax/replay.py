@@ -1,0 +1,269 @@
+"""Contrastive-divergence training: CD-k, short-run MCMC and persistent CD with a replay buffer.
+
+The replay buffer is a NamedTuple of arrays carried in ``TrainState.extra`` and updated by
+pure functions, so a whole PCD step (sample from the buffer, run the chains, push them
+back, one optimiser update) is one jitted function that ``fit`` scans (DESIGN §8).
+
+Negatives come from any scorejax ``Sampler``: the train steps take
+``make_sampler(energy_fn_x) -> Sampler``, where ``energy_fn_x(x)`` is the current energy of
+one example with the parameters closed over (and gradients stopped). For example
+``lambda e: decoupled_langevin(lambda x: -jax.grad(e)(x), 10.0, 0.005)`` or, with the MCMC
+kernels, ``lambda e: mala(e, 0.01)``. Diagnostics (energy magnitude, non-finite values,
+the sampler's own info such as acceptance rates) are returned in the metrics.
+"""
+
+from collections.abc import Callable
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from scorejax._checks import check_positive, check_positive_int
+from scorejax.losses import cd_loss
+from scorejax.samplers.base import Sampler, count_nonfinite, run_chains
+from scorejax.training import TrainState, make_train_step
+from scorejax.types import Array, EnergyFn, Key
+
+NoiseFn = Callable[[Key, int], Array]  # noise_fn(key, n) -> (n, ...) fresh chain starts
+
+
+class ReplayBuffer(NamedTuple):
+    """Persistent chains: ``x`` (size, ...) the stored chain states."""
+
+    x: Array
+
+
+def uniform_noise(low: float, high: float, shape) -> NoiseFn:
+    """``noise_fn(key, n)``: n draws uniform on [low, high]^shape (Du & Mordatch 2019's init)."""
+    if not low < high:
+        raise ValueError(f"low must be below high, got {low} and {high}")
+    shape = tuple(shape)
+
+    def noise_fn(key, n):
+        return jax.random.uniform(key, (n, *shape), minval=low, maxval=high)
+
+    return noise_fn
+
+
+def replay_init(key: Key, noise_fn: NoiseFn, size: int) -> ReplayBuffer:
+    """A buffer of ``size`` chains started at fresh noise ``noise_fn(key, size)``."""
+    check_positive_int("size", size)
+    return ReplayBuffer(noise_fn(key, size))
+
+
+def replay_sample(
+    key: Key,
+    buffer: ReplayBuffer,
+    batch_size: int,
+    noise_fn: NoiseFn,
+    reinit_fraction: float = 0.05,
+) -> tuple[Array, Array, Array]:
+    """Draw chain starts from the buffer, a fraction ``reinit_fraction`` replaced by fresh noise.
+
+    Du & Mordatch 2019 (Section 3.1, "sample replay buffer"): 95% of the chains continue
+    from the buffer and 5% restart from noise, so the buffer keeps exploring new modes.
+    Indices are drawn uniformly without replacement, so each chain is continued once per
+    step; the reinitialisation is a Bernoulli(reinit_fraction) per chain.
+
+    Args:
+      key: PRNG key.
+      buffer: the ReplayBuffer.
+      batch_size: number of chains to draw (<= buffer size).
+      noise_fn: ``noise_fn(key, n)`` fresh starts.
+      reinit_fraction: rho in [0, 1].
+
+    Returns:
+      (x0, indices, is_reinit): starts (batch_size, ...), their buffer rows, and the mask of
+      chains restarted from noise.
+    """
+    size = buffer.x.shape[0]
+    check_positive_int("batch_size", batch_size)
+    if batch_size > size:
+        raise ValueError(f"batch_size must not exceed the buffer size {size}, got {batch_size}")
+    if not 0.0 <= reinit_fraction <= 1.0:
+        raise ValueError(f"reinit_fraction must lie in [0, 1], got {reinit_fraction}")
+    key_index, key_mask, key_noise = jax.random.split(key, 3)
+    indices = jax.random.choice(key_index, size, (batch_size,), replace=False)
+    is_reinit = jax.random.bernoulli(key_mask, reinit_fraction, (batch_size,))
+    fresh = noise_fn(key_noise, batch_size)
+    mask = is_reinit.reshape((-1,) + (1,) * (buffer.x.ndim - 1))
+    return jnp.where(mask, fresh, buffer.x[indices]), indices, is_reinit
+
+
+def replay_push(buffer: ReplayBuffer, indices: Array, x: Array) -> ReplayBuffer:
+    """Write the advanced chains ``x`` back into rows ``indices``; the size is unchanged."""
+    if np.shape(x)[1:] != buffer.x.shape[1:]:
+        raise ValueError(
+            f"x must have the buffer's example shape {buffer.x.shape[1:]}, got {np.shape(x)[1:]}"
+        )
+    return ReplayBuffer(buffer.x.at[indices].set(x))
+
+
+def _cd_objective(params, key, batch, *, energy_fn, alpha):
+    del key  # the negatives are drawn outside the differentiated function
+    positives, negatives = batch
+    return cd_loss(params, positives, negatives, energy_fn=energy_fn, alpha=alpha)
+
+
+def _check_common(num_mcmc_steps, alpha, clip_range, energy_limit, unroll):
+    check_positive_int("num_mcmc_steps", num_mcmc_steps)
+    check_positive_int("unroll", unroll)
+    if not (np.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha must be finite and >= 0, got {alpha!r}")
+    if clip_range is not None and (len(clip_range) != 2 or not clip_range[0] < clip_range[1]):
+        raise ValueError(f"clip_range must be (low, high) with low < high, got {clip_range}")
+    check_positive("energy_limit", energy_limit)
+
+
+def _negatives(key, params, energy_fn, make_sampler, x0, num_mcmc_steps, clip_range, unroll):
+    """Run one chain per row of x0 for num_mcmc_steps under the current (frozen) energy."""
+    frozen = jax.lax.stop_gradient(params)
+    sampler = make_sampler(partial(energy_fn, frozen))
+    if not isinstance(sampler, Sampler):
+        raise ValueError(f"make_sampler must return a scorejax Sampler, got {type(sampler)}")
+    result = run_chains(key, sampler, x0, num_mcmc_steps, unroll=unroll)
+    x = jax.lax.stop_gradient(result.state.x)
+    if clip_range is not None:
+        x = jnp.clip(x, clip_range[0], clip_range[1])
+    info = {
+        f"sampler_{name}": jnp.mean(jnp.asarray(value, jnp.float32))
+        for name, value in result.info._asdict().items()
+    }
+    return x, info
+
+
+def _diagnostics(metrics, negatives, energy_limit):
+    num_nonfinite = count_nonfinite(negatives) + (~jnp.isfinite(metrics["loss"])).astype(jnp.int32)
+    diverged = (num_nonfinite > 0) | ~(metrics["energy_max_abs"] <= energy_limit)
+    return {**metrics, "num_nonfinite": num_nonfinite, "diverged": diverged.astype(jnp.float32)}
+
+
+def _build_inner(energy_fn, optimizer, alpha, ema_decay):
+    loss_fn = partial(_cd_objective, energy_fn=energy_fn, alpha=alpha)
+    return make_train_step(loss_fn, optimizer, ema_decay=ema_decay, has_aux=True)
+
+
+def make_cd_train_step(
+    energy_fn: EnergyFn,
+    make_sampler: Callable[[Callable], Sampler],
+    optimizer: optax.GradientTransformation,
+    *,
+    num_mcmc_steps: int,
+    noise_fn: NoiseFn | None = None,
+    alpha: float = 0.0,
+    clip_range: tuple | None = None,
+    energy_limit: float = 1e4,
+    ema_decay: float = 0.999,
+    unroll: int = 1,
+):
+    """CD-k (chains from the data) or short-run MCMC (chains from noise) train step.
+
+    Each step draws negatives x- by ``num_mcmc_steps`` = k moves of the sampler under the
+    current energy, started at the batch (CD-k, Hinton 2002) or, with ``noise_fn``, at fresh
+    noise (short-run MCMC, Nijkamp et al. 2019), then takes one optimiser step on
+    ``cd_loss`` (mean E(x+) - mean E(x-) + alpha (E(x+)^2 + E(x-)^2)).
+
+    Args:
+      energy_fn: ``energy_fn(params, x) -> ()`` for one example.
+      make_sampler: ``make_sampler(energy_fn_x) -> Sampler`` with ``energy_fn_x(x)`` the
+        current energy of one example (parameters closed over, gradients stopped).
+      optimizer: optax transformation. Gradient clipping is optax's:
+        ``optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-4))`` (``grad_norm`` in
+        the metrics is then the norm before clipping).
+      num_mcmc_steps: k.
+      noise_fn: None for CD-k; ``noise_fn(key, n)`` for short-run chains from noise.
+      alpha: L2 energy penalty.
+      clip_range: (low, high) clamp of the negatives to the data range, or None.
+      energy_limit: |E| above which a step is flagged as diverged.
+      ema_decay: EMA of the parameters, as in ``make_train_step``.
+      unroll: ``lax.scan`` unroll of the chains (``run``'s knob). On XLA:CPU convolutions
+        inside a loop body run several times slower than unrolled ones, so for conv
+        energies on CPU pass ``unroll=num_mcmc_steps`` (and call the step outside ``fit``'s
+        scan, or with ``steps_per_call=1``).
+
+    Returns:
+      ``train_step(state, key, batch) -> (state, metrics)`` with metrics loss, grad_norm,
+      energy_pos, energy_neg, energy_max_abs, num_nonfinite, diverged (1.0 when non-finite
+      values appeared or |E| > energy_limit) and the sampler's info fields averaged over
+      steps and chains (``sampler_<field>``, e.g. ``sampler_acceptance_rate`` for MALA).
+    """
+    _check_common(num_mcmc_steps, alpha, clip_range, energy_limit, unroll)
+    inner = _build_inner(energy_fn, optimizer, alpha, ema_decay)
+
+    def train_step(state: TrainState, key: Key, batch: Array):
+        key_noise, key_chain, key_loss = jax.random.split(key, 3)
+        x0 = batch if noise_fn is None else noise_fn(key_noise, batch.shape[0])
+        negatives, info = _negatives(
+            key_chain, state.params, energy_fn, make_sampler, x0, num_mcmc_steps, clip_range, unroll
+        )
+        state, metrics = inner(state, key_loss, (batch, negatives))
+        return state, {**_diagnostics(metrics, negatives, energy_limit), **info}
+
+    return train_step
+
+
+def make_pcd_train_step(
+    energy_fn: EnergyFn,
+    make_sampler: Callable[[Callable], Sampler],
+    optimizer: optax.GradientTransformation,
+    *,
+    num_mcmc_steps: int,
+    noise_fn: NoiseFn,
+    reinit_fraction: float = 0.05,
+    alpha: float = 0.0,
+    clip_range: tuple | None = None,
+    energy_limit: float = 1e4,
+    ema_decay: float = 0.999,
+    unroll: int = 1,
+):
+    """Persistent CD with a replay buffer in ``state.extra`` (Tieleman 2008; Du & Mordatch 2019).
+
+    Each step: draw batch-size chain starts from the buffer (``replay_sample``, a fraction
+    ``reinit_fraction`` restarted from noise), advance them ``num_mcmc_steps`` moves under the
+    current energy, push them back (``replay_push``), and take one optimiser step on
+    ``cd_loss``. The chains continue across steps, so with slowly changing parameters they
+    approach the model's stationary law and the gradient approaches the MLE gradient.
+    Chains that produced NaN/Inf are restarted from noise before being stored.
+
+    Args: as ``make_cd_train_step``, plus
+      noise_fn: ``noise_fn(key, n)`` for restarts (e.g. ``uniform_noise``).
+      reinit_fraction: probability that a drawn chain restarts from noise (default 0.05).
+
+    Returns:
+      ``train_step`` as ``make_cd_train_step``; ``state.extra`` must be a
+      ReplayBuffer (``init_train_state(params, optimizer, extra=replay_init(...))``).
+      The metrics add ``reinit_fraction`` (the realised fraction this step).
+    """
+    _check_common(num_mcmc_steps, alpha, clip_range, energy_limit, unroll)
+    if not 0.0 <= reinit_fraction <= 1.0:
+        raise ValueError(f"reinit_fraction must lie in [0, 1], got {reinit_fraction}")
+    inner = _build_inner(energy_fn, optimizer, alpha, ema_decay)
+
+    def train_step(state: TrainState, key: Key, batch: Array):
+        if not isinstance(state.extra, ReplayBuffer):
+            raise ValueError(
+                "state.extra must be a ReplayBuffer for PCD, got "
+                f"{type(state.extra).__name__}; use init_train_state(..., extra=replay_init(...))"
+            )
+        key_sample, key_chain, key_restart, key_loss = jax.random.split(key, 4)
+        x0, indices, is_reinit = replay_sample(
+            key_sample, state.extra, batch.shape[0], noise_fn, reinit_fraction
+        )
+        negatives, info = _negatives(
+            key_chain, state.params, energy_fn, make_sampler, x0, num_mcmc_steps, clip_range, unroll
+        )
+        bad = ~jnp.all(jnp.isfinite(negatives.reshape(negatives.shape[0], -1)), axis=1)
+        keep = jnp.where(
+            bad.reshape((-1,) + (1,) * (negatives.ndim - 1)),
+            noise_fn(key_restart, negatives.shape[0]),
+            negatives,
+        )
+        state, metrics = inner(state, key_loss, (batch, negatives))
+        state = state._replace(extra=replay_push(state.extra, indices, keep))
+        metrics = _diagnostics(metrics, negatives, energy_limit)
+        return state, {**metrics, **info, "reinit_fraction": jnp.mean(is_reinit)}
+
+    return train_step
