@@ -60,3 +60,32 @@ __all__ = [
     "ula",
     "warn_if_diverged",
 ]
+
+# Discrete energy-based models (issue 6): Ising, RBMs and DBNs, products of experts, RBM log Z
+from scorejax import ising, rbm
+from scorejax.energies import mixture_of_experts, product_of_experts
+from scorejax.ising import Ising, ising_enumerate
+from scorejax.partition import (
+    ais_betas,
+    rbm_ais,
+    rbm_log_likelihood,
+    rbm_log_partition_exact,
+)
+from scorejax.rbm import RBM, block_gibbs, train_dbn, train_rbm
+
+__all__ += [
+    "RBM",
+    "Ising",
+    "ais_betas",
+    "block_gibbs",
+    "ising",
+    "ising_enumerate",
+    "mixture_of_experts",
+    "product_of_experts",
+    "rbm",
+    "rbm_ais",
+    "rbm_log_likelihood",
+    "rbm_log_partition_exact",
+    "train_dbn",
+    "train_rbm",
+]
