@@ -11,6 +11,7 @@ from scorejax.ising import (
     annealed_gibbs,
     checkerboard_gibbs,
     checkerboard_metropolis,
+    critical_beta,
     denoising_posterior,
     effective_sample_size,
     flip_noise,
@@ -106,6 +107,7 @@ def test_onsager_curves_against_kaufman_on_a_large_lattice():
         u /= 2 * eps * n * n
         np.testing.assert_allclose(onsager_energy_per_site(beta), u, rtol=1e-4)
     assert float(onsager_magnetisation(0.4)) == 0.0  # above T_c
+    np.testing.assert_allclose(onsager_energy_per_site(critical_beta()), -np.sqrt(2), rtol=1e-5)
     np.testing.assert_allclose(onsager_energy_per_site(5.0), -2.0, rtol=1e-5)  # ground state
     np.testing.assert_allclose(onsager_magnetisation(5.0), 1.0, rtol=1e-5)
 
@@ -213,3 +215,19 @@ def test_bad_input_raises():
         annealed_gibbs(jax.random.key(0), ising(), jnp.ones((4, 4)), jnp.array([1.0, -1.0]))
     with pytest.raises(ValueError, match="same shape"):
         pixel_error(jnp.ones((4, 4)), jnp.ones((2, 2)))
+
+
+def test_experiment_smoke(tmp_path):
+    import json
+
+    from experiments.common import parse_config
+    from experiments.ising import SMOKE, Config, main
+
+    cfg = parse_config(Config, SMOKE, ["--smoke", "--out-dir", str(tmp_path)])
+    result = main(cfg)
+    for name in ("phase_transition.png", "denoising.png", "metrics.json", "results.md"):
+        assert (tmp_path / name).exists()
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    values = [v for row in saved["phase_transition"] for v in row.values()]
+    values += [row["pixel_error"] for row in result["denoising"]]
+    assert np.all(np.isfinite(values))

@@ -88,3 +88,19 @@ def test_bad_input_raises():
         mixture_of_experts([Gaussian.energy] * 2, jnp.zeros(3))
     with pytest.raises(ValueError, match="params"):
         product_of_experts([Gaussian.energy] * 2)((HORIZONTAL,), jnp.zeros(2))
+
+
+def test_experiment_smoke(tmp_path):
+    from experiments.common import parse_config
+    from experiments.product_of_experts import SMOKE, Config, main
+
+    result = main(parse_config(Config, SMOKE, ["--smoke", "--out-dir", str(tmp_path)]))
+    for name in ("and_or.png", "metrics.json", "results.md"):
+        assert (tmp_path / name).exists()
+    rows = {(r["experts"], r["composition"]): r for r in result["compositions"]}
+    assert len(rows) == 4
+    assert all(np.isfinite(v) for r in rows.values() for v in r.values() if isinstance(v, float))
+    # quadrature recovers the closed-form log Z of the analytic product and mixture
+    for name in ("AND", "OR"):
+        row = rows["analytic", name]
+        np.testing.assert_allclose(row["log_z_quadrature"], row["log_z_exact_analytic"], atol=1e-3)

@@ -177,3 +177,18 @@ def test_bad_input_raises():
         make_rbm_train_step(optax.sgd(0.1), num_gibbs_steps=0)
     with pytest.raises(ValueError, match="layer_sizes"):
         train_dbn(jax.random.key(0), jnp.zeros((10, 4)), ())
+
+
+def test_experiment_smoke(tmp_path):
+    from experiments.common import parse_config
+    from experiments.rbm import SMOKE, Config, main
+
+    result = main(parse_config(Config, SMOKE, ["--smoke", "--out-dir", str(tmp_path)]))
+    for name in ("samples.png", "filters.png", "dbn_samples.png", "metrics.json", "results.md"):
+        assert (tmp_path / name).exists()
+    rows = result["log_likelihood"]
+    assert [r["model"] for r in rows][1:] == ["CD-1", "CD-2", "PCD-1"]
+    for row in rows:
+        assert np.isfinite(row["test_ll_exact"]) and np.isfinite(row["test_ll_ais"])
+        assert row["test_ll_exact"] < 0.0  # a log-probability of a binary vector
+    assert all(np.isfinite(r["log_z_ais"]) for r in result["ais_vs_exact"])
