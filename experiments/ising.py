@@ -173,7 +173,7 @@ def denoising(key, cfg, out):
         }
         for name, x in restored.items()
     ]
-    fig, axes = plt.subplots(1, len(restored) + 1, figsize=(3 * (len(restored) + 1), 3.2))
+    fig, axes = plt.subplots(1, len(restored) + 1, figsize=(3 * (len(restored) + 1), 3.8))
     for ax, (name, x) in zip(axes, [("clean", clean), *restored.items()], strict=True):
         ax.imshow(np.asarray(x), cmap="gray", vmin=-1, vmax=1)
         error = float(pixel_error(x, clean))
