@@ -133,6 +133,11 @@ def ising_enumerate(model: Ising, size: int) -> IsingExact:
         np.ndim(model.field) == 2 and np.shape(model.field) != (size, size)
     ):
         raise ValueError(f"field must be a scalar or ({size}, {size}), got {np.shape(model.field)}")
+    return _ising_enumerate(model, size)
+
+
+@partial(jax.jit, static_argnums=(1,))
+def _ising_enumerate(model, size):
     states = all_spin_states(size)
     n = size * size
     energies = jax.vmap(model.energy)(states)
