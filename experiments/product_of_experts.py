@@ -73,18 +73,29 @@ def exact_compositions(cfg):
     return product, mixture
 
 
-def train_expert(key, cfg, target, net, description):
-    """MLPEnergy fitted to samples of ``target`` by DSM; returns params."""
-    key_init, key_fit = jax.random.split(key)
-    params = net.init(key_init, jnp.zeros(2))
+def train_experts(key, cfg, targets, net):
+    """One MLPEnergy per target, fitted to its samples by DSM; returns a tuple of params.
+
+    The experts train side by side as one pytree with the sum of their (independent) DSM
+    losses, so the gradients and Adam's per-parameter updates stay separate while ``fit``
+    compiles a single step.
+    """
+    keys = jax.random.split(key, len(targets) + 1)
+    params = tuple(net.init(k, jnp.zeros(2)) for k in keys[1:])
     optimizer = optax.adam(cfg.learning_rate)
-    score_fn = score_from_energy(apply_fn(net))
-    loss = partial(dsm_loss, score_fn=score_fn, sigma=cfg.sigma)
-    state = init_train_state(params, optimizer)
+    expert_loss = partial(dsm_loss, score_fn=score_from_energy(apply_fn(net)), sigma=cfg.sigma)
+
+    def loss(params, key, batch):
+        loss_keys = jax.random.split(key, len(params))
+        return sum(expert_loss(p, k, b) for p, k, b in zip(params, loss_keys, batch, strict=True))
+
+    def batch_fn(key):
+        batch_keys = jax.random.split(key, len(targets))
+        return tuple(t.sample(k, cfg.batch_size) for t, k in zip(targets, batch_keys, strict=True))
+
     state, _ = fit(
-        make_train_step(loss, optimizer), state, key_fit,
-        lambda k: target.sample(k, cfg.batch_size), num_steps=cfg.train_steps,
-        steps_per_call=500, description=description,
+        make_train_step(loss, optimizer), init_train_state(params, optimizer), keys[0],
+        batch_fn, num_steps=cfg.train_steps, steps_per_call=500, description="experts (DSM)",
     )  # fmt: skip
     return state.params
 
@@ -118,10 +129,7 @@ def main(cfg: Config) -> dict:
     net = MLPEnergy(hidden=(64, 64))
     learned = apply_fn(net)
     with Timer() as train_timer:
-        learned_params = (
-            train_expert(next(keys), cfg, horizontal, net, "expert 1 (DSM)"),
-            train_expert(next(keys), cfg, vertical, net, "expert 2 (DSM)"),
-        )
+        learned_params = train_experts(next(keys), cfg, (horizontal, vertical), net)
     log_z_learned = [quadrature(partial(learned, p)) for p in learned_params]
     normalised = [
         lambda p, x, c=c: learned(p, x) + c for c in log_z_learned

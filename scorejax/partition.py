@@ -145,6 +145,11 @@ def rbm_log_likelihood(params: RBM, data: Array, log_partition) -> Array:
     data = jnp.asarray(data, jnp.float32)
     if data.ndim != 2 or data.shape[1] != params.W.shape[0]:
         raise ValueError(f"data must have shape (N, {params.W.shape[0]}), got {data.shape}")
+    return _rbm_log_likelihood(params, data, log_partition)
+
+
+@jax.jit
+def _rbm_log_likelihood(params, data, log_partition):
     return jnp.mean(-jax.vmap(params.free_energy)(data)) - log_partition
 
 

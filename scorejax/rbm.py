@@ -163,6 +163,7 @@ def block_gibbs(params: RBM) -> Sampler:
     return Sampler(init, step)
 
 
+@partial(jax.jit, static_argnames=("num_steps",))
 def gibbs_chain(key: Key, params: RBM, v: Array, num_steps: int) -> Array:
     """``num_steps`` block-Gibbs steps from a batch v (B, V), all chains at once; returns v."""
 

@@ -153,6 +153,7 @@ def test_pcd_keeps_its_chains_in_extra():
     assert "reconstruction_error" in metrics
 
 
+@pytest.mark.slow  # the experiment's smoke run trains and samples a DBN in CI
 def test_dbn_trains_greedily_and_samples_through_the_stack():
     _, data = _teacher_data(jax.random.key(20), n=500)
     config = RBMTrainConfig(num_steps=50, learning_rate=0.05)
