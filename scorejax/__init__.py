@@ -6,10 +6,12 @@ Re-exports the public names; the logic lives in the modules.
 from scorejax import (
     data,
     diagnostics,
+    ising,
     metrics,
     nets,
     partition,
     plot,
+    rbm,
     replay,
     samplers,
     sharding,
@@ -24,7 +26,10 @@ from scorejax.energies import (
     Rings,
     boltzmann_probs,
     log_partition_finite,
+    mixture_of_experts,
+    product_of_experts,
 )
+from scorejax.ising import Ising, ising_enumerate
 from scorejax.losses import (
     cd_loss,
     dsm_loss,
@@ -35,7 +40,14 @@ from scorejax.losses import (
     ssm_vr_loss,
 )
 from scorejax.metrics import auroc
-from scorejax.partition import log_partition_quadrature
+from scorejax.partition import (
+    ais_betas,
+    log_partition_quadrature,
+    rbm_ais,
+    rbm_log_likelihood,
+    rbm_log_partition_exact,
+)
+from scorejax.rbm import RBM, block_gibbs, train_dbn, train_rbm
 from scorejax.replay import (
     ReplayBuffer,
     make_cd_train_step,
@@ -65,10 +77,12 @@ from scorejax.scores import divergence, hessian_trace, hutchinson_divergence, sc
 from scorejax.training import TrainState, fit, init_train_state, make_train_step, minibatches
 
 __all__ = [
+    "RBM",
     "Banana",
     "DoubleWell",
     "Gaussian",
     "GaussianMixture",
+    "Ising",
     "ReplayBuffer",
     "Rings",
     "RunResult",
@@ -76,8 +90,10 @@ __all__ = [
     "TrainState",
     "adapt_step_size",
     "adapt_step_size_chains",
+    "ais_betas",
     "annealed_langevin",
     "auroc",
+    "block_gibbs",
     "boltzmann_probs",
     "cd_loss",
     "data",
@@ -93,6 +109,8 @@ __all__ = [
     "hmc",
     "hutchinson_divergence",
     "init_train_state",
+    "ising",
+    "ising_enumerate",
     "log_partition_finite",
     "log_partition_quadrature",
     "make_cd_train_step",
@@ -101,11 +119,17 @@ __all__ = [
     "mala",
     "metrics",
     "minibatches",
+    "mixture_of_experts",
     "ncsn_loss",
     "nets",
     "parallel_tempering",
     "partition",
     "plot",
+    "product_of_experts",
+    "rbm",
+    "rbm_ais",
+    "rbm_log_likelihood",
+    "rbm_log_partition_exact",
     "replay",
     "replay_init",
     "replay_push",
@@ -119,6 +143,8 @@ __all__ = [
     "split_rhat",
     "ssm_loss",
     "ssm_vr_loss",
+    "train_dbn",
+    "train_rbm",
     "training",
     "ula",
     "uniform_noise",

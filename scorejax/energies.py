@@ -302,3 +302,86 @@ class Banana(NamedTuple):
         x1 = self.scale * z[:, 0]
         x2 = z[:, 1] + self.curvature * (x1**2 - self.scale**2)
         return jnp.stack([x1, x2], axis=1)
+
+
+# ------------------------------------------------------------------------------------------
+# Composing energies: products of experts (AND) and mixtures of experts (OR)
+
+
+def _check_energy_fns(energy_fns) -> tuple:
+    energy_fns = tuple(energy_fns)
+    if len(energy_fns) < 1 or not all(callable(f) for f in energy_fns):
+        raise ValueError("energy_fns must be a non-empty sequence of energy_fn(params, x)")
+    return energy_fns
+
+
+def _check_params(params, num_experts: int) -> None:
+    if not isinstance(params, tuple | list) or len(params) != num_experts:
+        raise ValueError(
+            f"params must be a tuple with one entry per expert ({num_experts}), "
+            f"got {type(params).__name__}"
+        )
+
+
+def product_of_experts(energy_fns):
+    """Compose energies by summation: a product of experts, the "AND" of the experts.
+
+    E(x) = sum_k E_k(x), i.e. p(x) ∝ prod_k exp(-E_k(x)) (Hinton 2002, Eq. 1): x must be
+    plausible under every expert. The log-partition is not the sum of the experts' (for two
+    Gaussians the product is the Gaussian with summed precisions).
+
+    Convention: every expert is an energy function of (params, x), the library's form
+    (``Gaussian.energy``, ``nets.apply_fn(MLPEnergy(...))``, ``RBM.free_energy``), and the
+    composed energy is again one, with ``params`` a tuple holding each expert's params in
+    order. Analytic and learned experts therefore mix freely, ``score_from_energy`` and
+    the losses apply unchanged, and training the composition trains every expert. A
+    closed-over expert ``f(x)`` enters as ``lambda _, x: f(x)`` with params None.
+
+    Args:
+      energy_fns: sequence of K energy functions ``E_k(params_k, x) -> ()``.
+
+    Returns:
+      energy_fn(params, x) with params a K-tuple.
+    """
+    energy_fns = _check_energy_fns(energy_fns)
+
+    def energy_fn(params, x):
+        _check_params(params, len(energy_fns))
+        return sum(f(p, x) for f, p in zip(energy_fns, params, strict=True))
+
+    return energy_fn
+
+
+def mixture_of_experts(energy_fns, log_weights=None):
+    """Compose energies by log-sum-exp: a mixture, the "OR" of the experts.
+
+    E(x) = -logsumexp_k(-E_k(x) + log w_k), i.e. p(x) ∝ sum_k w_k exp(-E_k(x)): x need be
+    plausible under one expert only. With normalised experts (E_k = -log p_k) and weights
+    summing to one this is the mixture density itself (log Z = 0); with unnormalised
+    experts component k effectively weighs w_k Z_k, so normalise learned experts first
+    (e.g. subtract ``log_partition_quadrature`` in 2-D) to control the weights.
+
+    Convention as ``product_of_experts``: experts are energy_fn(params_k, x) and the result
+    takes a K-tuple of params.
+
+    Args:
+      energy_fns: sequence of K energy functions.
+      log_weights: (K,) log mixture weights (default log(1/K)).
+
+    Returns:
+      energy_fn(params, x) with params a K-tuple.
+    """
+    energy_fns = _check_energy_fns(energy_fns)
+    num = len(energy_fns)
+    if log_weights is None:
+        log_weights = jnp.full(num, -jnp.log(float(num)))
+    log_weights = jnp.asarray(log_weights, jnp.float32)
+    if log_weights.shape != (num,):
+        raise ValueError(f"log_weights must have shape ({num},), got {log_weights.shape}")
+
+    def energy_fn(params, x):
+        _check_params(params, num)
+        neg = jnp.stack([-f(p, x) for f, p in zip(energy_fns, params, strict=True)])
+        return -logsumexp(neg + log_weights)
+
+    return energy_fn
