@@ -22,7 +22,7 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff format --check .
 
 test: lint
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2
 
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 -m slow
