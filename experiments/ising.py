@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from experiments.common import Timer, markdown_table, output_dir, parse_config, write_json
 from scorejax import plot
+from scorejax.diagnostics import mcse
 from scorejax.ising import (
     Ising,
     annealed_gibbs,
@@ -29,7 +30,6 @@ from scorejax.ising import (
     icm,
     ising_enumerate,
     magnetisation,
-    monte_carlo_standard_error,
     onsager_energy_per_site,
     onsager_magnetisation,
     pixel_error,
@@ -80,9 +80,9 @@ def observables(key, sampler, size, beta, cfg):
     absm = np.abs(np.asarray(jax.vmap(jax.vmap(magnetisation))(trace)))
     return (
         float(energy.mean()),
-        monte_carlo_standard_error(energy),
+        float(mcse(energy)),
         float(absm.mean()),
-        monte_carlo_standard_error(absm),
+        float(mcse(absm)),
     )
 
 

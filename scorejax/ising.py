@@ -332,51 +332,6 @@ def single_site_metropolis(model: Ising) -> Sampler:
     return Sampler(partial(_init, even=False), step)
 
 
-# ---------------------------------------------------------------------------- MCMC error bars
-
-
-def effective_sample_size(chains) -> float:
-    """Effective sample size of a scalar statistic from m chains of n draws (NumPy).
-
-    ESS = m n / tau, tau = -1 + 2 sum_k P_k with P_k = rho_{2k} + rho_{2k+1} summed while
-    positive and made monotone (Geyer 1992's initial monotone sequence); rho_t combines the
-    chains' autocovariances as in Gelman et al., BDA3 §11.5:
-    rho_t = 1 - (W - mean_c acov_c(t)) / var_plus.
-
-    Args:
-      chains: (m, n) array, or (n,) for one chain.
-
-    Returns:
-      The ESS (a float, at most m n times a small factor for antithetic chains).
-    """
-    chains = np.atleast_2d(np.asarray(chains, np.float64))
-    m, n = chains.shape
-    if n < 4:
-        raise ValueError(f"chains need at least 4 draws each, got shape {chains.shape}")
-    centred = chains - chains.mean(axis=1, keepdims=True)
-    size = 2 ** int(np.ceil(np.log2(2 * n)))
-    spectrum = np.fft.rfft(centred, size, axis=1)
-    acov = np.fft.irfft(spectrum * np.conj(spectrum), size, axis=1)[:, :n] / n
-    within = np.mean(acov[:, 0]) * n / (n - 1)
-    between = n * np.var(chains.mean(axis=1), ddof=1) if m > 1 else 0.0
-    var_plus = (n - 1) / n * within + between / n
-    if var_plus <= 0:
-        return float(m * n)
-    rho = 1.0 - (within - acov.mean(axis=0)) / var_plus
-    rho[0] = 1.0
-    pairs = rho[: 2 * (n // 2)].reshape(-1, 2).sum(axis=1)
-    positive = np.argmax(pairs < 0) if np.any(pairs < 0) else len(pairs)
-    pairs = np.minimum.accumulate(pairs[:positive])
-    tau = max(-1.0 + 2.0 * np.sum(pairs), 1.0 / np.log10(m * n))
-    return float(m * n / tau)
-
-
-def monte_carlo_standard_error(chains) -> float:
-    """MCSE of the mean of a scalar statistic: sd / sqrt(ESS), chains (m, n) or (n,)."""
-    chains = np.atleast_2d(np.asarray(chains, np.float64))
-    return float(np.std(chains, ddof=1) / np.sqrt(effective_sample_size(chains)))
-
-
 # ---------------------------------------------------------------------------------- denoising
 
 

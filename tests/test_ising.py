@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from scorejax.diagnostics import mcse as monte_carlo_standard_error
 from scorejax.ising import (
     Ising,
     annealed_gibbs,
@@ -13,12 +14,10 @@ from scorejax.ising import (
     checkerboard_metropolis,
     critical_beta,
     denoising_posterior,
-    effective_sample_size,
     flip_noise,
     icm,
     ising_enumerate,
     magnetisation,
-    monte_carlo_standard_error,
     onsager_energy_per_site,
     onsager_magnetisation,
     pixel_error,
@@ -128,11 +127,11 @@ def test_mcmc_reproduces_enumerated_energy_within_mcse(make_sampler, beta):
     x0 = jnp.where(jax.random.bernoulli(jax.random.key(1), 0.5, (num_chains, 4, 4)), 1.0, -1.0)
     result = run_chains(jax.random.key(2), make_sampler(model), x0, num_steps, thin=1)
     energy = np.asarray(jax.vmap(jax.vmap(model.energy))(result.trace.x))[:, burn_in:] / 16
-    mcse = monte_carlo_standard_error(energy)
+    mcse = float(monte_carlo_standard_error(energy))
     assert abs(energy.mean() - float(exact.energy_per_site)) < Z_CRIT * mcse
     absm = np.abs(np.asarray(jax.vmap(jax.vmap(magnetisation))(result.trace.x)))[:, burn_in:]
     assert abs(absm.mean() - float(exact.abs_magnetisation)) < Z_CRIT * (
-        monte_carlo_standard_error(absm)
+        float(monte_carlo_standard_error(absm))
     )
     assert float(np.max(result.info.num_nonfinite)) == 0.0
 
@@ -144,24 +143,9 @@ def test_single_site_metropolis_on_odd_lattice_matches_enumeration():
     x0 = jnp.ones((8, 3, 3))
     result = run_chains(jax.random.key(3), single_site_metropolis(model), x0, 300, thin=1)
     energy = np.asarray(jax.vmap(jax.vmap(model.energy))(result.trace.x))[:, 30:] / 9
-    mcse = monte_carlo_standard_error(energy)
+    mcse = float(monte_carlo_standard_error(energy))
     assert abs(energy.mean() - float(exact.energy_per_site)) < Z_CRIT * mcse
     assert 0.0 < float(np.mean(result.info.acceptance_rate)) < 1.0
-
-
-def test_effective_sample_size_of_ar1_chains():
-    # AR(1) with coefficient phi has tau = (1 + phi) / (1 - phi); phi = 0.5 gives tau = 3
-    rng = np.random.default_rng(0)
-    m, n, phi = 8, 4000, 0.5
-    x = np.zeros((m, n))
-    noise = rng.standard_normal((m, n))
-    for t in range(1, n):
-        x[:, t] = phi * x[:, t - 1] + np.sqrt(1 - phi**2) * noise[:, t]
-    ess = effective_sample_size(x)
-    np.testing.assert_allclose(m * n / ess, 3.0, rtol=0.15)
-    np.testing.assert_allclose(
-        effective_sample_size(rng.standard_normal((4, 2000))), 8000, rtol=0.1
-    )
 
 
 def test_kernels_jit_and_same_key_same_result():
