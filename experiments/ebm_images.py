@@ -38,13 +38,13 @@ class Config:
 
     dataset: str = "digits"  # or "mnist" (the 5k subset, 28x28; much slower on CPU)
     widths: tuple = (16, 32)  # (16, 32, 32) suits 28x28
-    num_steps: int = 800
+    num_steps: int = 1600  # 800 left the long-run chains collapsing to dark bars
     batch_size: int = 64
     learning_rate: float = 3e-4
     num_mcmc_steps: int = 20
     step_size: float = 1.0
     noise_scale: float = 0.01
-    buffer_size: int = 2000
+    buffer_size: int = 1000  # each chain continued ~100 times (~2,000 Langevin moves)
     reinit_fraction: float = 0.05
     alpha: float = 0.1
     grad_clip: float = 1.0
