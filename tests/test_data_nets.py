@@ -76,9 +76,8 @@ def test_modules_through_the_seam():
 
 
 def test_noise_conditional_output_scales_as_one_over_sigma():
-    """NCSNv2's parameterisation: s(x, sigma) = f(x, sigma) / sigma. For two sigmas whose
-    embeddings coincide (log sigma differing by 2 pi in every Fourier feature is not
-    available), check the identity directly against the inner MLP."""
+    """NCSNv2's parameterisation s(x, sigma) = f([x, emb(sigma)]) / sigma, checked against
+    the inner MLP applied by hand with the module's own parameters."""
     model = nets.NoiseConditionalMLP((16,), num_frequencies=2)
     x = jnp.array([0.5, 0.5])
     params = model.init(jax.random.key(0), x, jnp.ones(()))

@@ -86,7 +86,7 @@ def test_exact_sampler_moments(name):
         exact = f(np.asarray(pts, np.float64)).T @ p
         values = f(x.astype(np.float64))
         se = values.std(0) / np.sqrt(n)
-        np.testing.assert_array_less(np.abs(values.mean(0) - exact), 5 * se + 2e-3)
+        np.testing.assert_array_less(np.abs(values.mean(0) - exact), 5 * se)
 
 
 def test_noised_mixture_is_the_convolution():
