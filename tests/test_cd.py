@@ -249,7 +249,30 @@ def test_ebm_images_experiment_smoke(tmp_path):
 
     cfg = parse_config(ebm_images.Config, ebm_images.SMOKE, ["--smoke", "--out-dir", str(tmp_path)])
     metrics = ebm_images.main(cfg)
-    for name in ("samples.png", "training_curves.png", "denoising.png", "ood_auroc.md"):
+    for name in ("samples.png", "training_curves.png", "denoising.png", "ood_auroc.md",
+                 "sample_quality.md"):  # fmt: skip
         assert (tmp_path / name).exists()
     assert all(0.0 <= v <= 1.0 for v in metrics["auroc"].values())
     assert np.isfinite(metrics["denoise_mse_after"])
+    quality = metrics["sample_quality"]
+    assert set(quality) == {"test digits (ceiling)", "uniform noise (floor)", "replay buffer",
+                            "short run from noise", "long run"}  # fmt: skip
+    assert all(0.0 <= row["fraction p >= 0.9"] <= 1.0 for row in quality.values())
+
+
+def test_recognisability_separates_digits_from_noise():
+    """The sample-quality proxy must tell held-out digits from noise and from the average digit."""
+    from experiments.ebm_images import recognisability
+
+    data = sj.data.load_digits(seed=0)
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(size=data.test_images.shape).astype(np.float32)
+    average_digit = np.broadcast_to(data.train_images.mean(0), data.test_images.shape)
+    rows, accuracy = recognisability(
+        data, {"digits": data.test_images, "noise": noise, "average digit": average_digit}
+    )
+    frac = {row["images"]: row["fraction p >= 0.9"] for row in rows}
+    assert accuracy > 0.9  # logistic regression on 8x8 digits: ~0.96
+    assert frac["digits"] > 0.6
+    assert frac["noise"] < 0.2 and frac["average digit"] == 0.0
+    assert next(r for r in rows if r["images"] == "digits")["classes covered"] == 10
