@@ -203,7 +203,7 @@ def main(cfg: Config) -> dict:
     quality, accuracy = recognisability(
         data,
         {"test digits (ceiling)": data.test_images[: cfg.num_ood],
-         "uniform noise (floor)": noise_fn(key_noise, cfg.num_ood),
+         "uniform noise (floor)": x_noise,  # the short run's starting points
          "replay buffer": buffer,
          "short run from noise": short,
          "long run": long},
