@@ -58,6 +58,28 @@ def target_rows(rows):
     return out
 
 
+def mlp_ceiling(rows, flops_per_chain_step):
+    """The largest ula_mlp ratio over torch at 1e4 chains that XLA's matmul rate allows.
+
+    XLA's matmul flop/s (mlp_roofline, same run) over the flop/s torch reaches on the whole
+    MLP ULA step: even a step that were nothing but matmuls at full rate could not beat
+    torch by more. None when either row is missing.
+    """
+    find = lambda problem, impl, size: next(
+        (r for r in rows if r["problem"] == problem and r["impl"] == impl
+         and r["size"].startswith(size) and "median_s" in r), None)  # fmt: skip
+    roof = find("mlp_roofline", "scorejax", "")
+    torch_mlp = find("ula_mlp", "torch_eager", "10000 chains")
+    jax_mlp = find("ula_mlp", "scorejax", "10000 chains")
+    if roof is None or torch_mlp is None or jax_mlp is None:
+        return None
+    torch_rate = torch_mlp["throughput"] * flops_per_chain_step
+    jax_rate = jax_mlp["throughput"] * flops_per_chain_step
+    return {"xla_matmul_gflops": roof["throughput"] / 1e9,
+            "scorejax_ula_mlp_gflops": jax_rate / 1e9, "torch_ula_mlp_gflops": torch_rate / 1e9,
+            "max_ratio_vs_torch": roof["throughput"] / torch_rate}  # fmt: skip
+
+
 def main(argv=None):
     args = _parse(argv)
     import jax
@@ -108,9 +130,13 @@ def main(argv=None):
     env["seconds"] = time.perf_counter() - start
     env["load_average_at_end"] = os.getloadavg()
     targets = target_rows(rows)
+    ceiling = mlp_ceiling(rows, problems.mlp_flops_per_chain_step())
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / f"{mode}.json", {"environment": env, "rows": rows, "targets": targets})
+    write_json(
+        out / f"{mode}.json",
+        {"environment": env, "rows": rows, "targets": targets, "mlp_ceiling": ceiling},
+    )
     columns = ["problem", "size", "impl", "unit", "throughput", "median_s", "spread",
                "compile_s", "device_mb", "peak_rss_mb"]  # fmt: skip
     ratio_cols = sorted({k for r in rows for k in r if k.startswith("x_vs_")})
@@ -122,6 +148,14 @@ def main(argv=None):
             "x_vs_<alt> = scorejax's throughput over <alt>'s (same run).\n",
             markdown_table(table, columns + ratio_cols, fmt="{:.3g}"), "\n## Targets\n",
             markdown_table(targets, ["target", "impl", "measured", "goal", "met"])]  # fmt: skip
+    if ceiling is not None:
+        text += [
+            "\nCeiling on the ula_mlp target (1e4 chains): XLA's matmul runs at "
+            f"{ceiling['xla_matmul_gflops']:.0f} GFLOP/s (mlp_roofline); the MLP ULA step runs "
+            f"at {ceiling['scorejax_ula_mlp_gflops']:.0f} GFLOP/s in scorejax and "
+            f"{ceiling['torch_ula_mlp_gflops']:.0f} in torch, so no JAX program of these flops "
+            f"can exceed {ceiling['max_ratio_vs_torch']:.2f}x torch here.\n"
+        ]
     compile_rows = [r for r in rows if r["problem"] == "annealed_compile"]
     if compile_rows:
         text += [
@@ -132,6 +166,9 @@ def main(argv=None):
         text += ["\n## Skipped\n", markdown_table(skipped, ["problem", "size", "impl", "skipped"])]
     (out / f"{mode}.md").write_text("\n".join(text))
     print(markdown_table(targets, ["target", "impl", "measured", "goal", "met"]))
+    if ceiling is not None:
+        print(f"ula_mlp ceiling vs torch from XLA's matmul rate: "
+              f"{ceiling['max_ratio_vs_torch']:.2f}x")  # fmt: skip
     print(f"wrote {out / (mode + '.json')} and {out / (mode + '.md')} in {env['seconds']:.0f}s")
     return {"environment": env, "rows": rows, "targets": targets}
 

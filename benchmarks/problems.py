@@ -3,6 +3,8 @@
 Problems (sizes in ``sizes(quick)``):
 - ula_mixture: ULA on the 2-D eight-Gaussian mixture energy, score by autodiff, h = 0.01.
 - ula_mlp: ULA on an MLP score 2-128-128-2 (SiLU), h = 0.01.
+- mlp_roofline: the MLP score's dominant matmul alone, (chains, 128) @ (128, 128), JAX
+  against torch, in flop/s: the most either can do for ula_mlp on this device.
 - double_well: ULA on E(x) = 2 sum (x^2 - 1)^2, 4,096 chains x 32 dims, h = 0.01 (the
   issue's single-kernel reference problem); also the runner's unroll factors.
 - annealed: annealed Langevin, NoiseConditionalMLP, 10 levels; compile time at 10 and 200
@@ -12,6 +14,7 @@ Problems (sizes in ``sizes(quick)``):
 - sm_cost: exact SM against SSM against DSM, MLP score in D dimensions.
 """
 
+import itertools
 import time
 from functools import partial
 
@@ -173,6 +176,32 @@ def ula_mlp_cases(cfg, quick: bool) -> list[Case]:
         cases.append(Case("ula_mlp", f"{n} chains x {steps} steps", "chain-steps/s", n * steps,
                           impls))  # fmt: skip
     return cases
+
+
+def mlp_flops_per_chain_step(hidden=(128, 128), dim=2) -> int:
+    """Multiply-add flops of one MLP-score evaluation (2 per weight; biases, SiLU not counted)."""
+    widths = (dim, *hidden, dim)
+    return sum(2 * a * b for a, b in itertools.pairwise(widths))
+
+
+def mlp_roofline_cases(cfg) -> list[Case]:
+    """The 128 x 128 layer's matmul at the target's 10^4 chains, repeated ``reps`` times.
+
+    ULA on the MLP score spends 97% of its flops in this one matmul, so the matmul's rate is
+    a ceiling on the MLP rows: scorejax cannot beat torch on ula_mlp by more than XLA's
+    matmul rate over the flop rate torch reaches on the whole MLP step.
+    """
+    n, width, reps = 10_000, 128, 50
+
+    def jax_factory():
+        def fn(a, w):  # a chain of products, as in a sampler (no loop-invariant to hoist)
+            return jax.lax.fori_loop(0, reps, lambda _, acc: acc @ w, a)
+
+        return jax_prepared(fn, jnp.ones((n, width)), jnp.eye(width))
+
+    impls = {"scorejax": jax_factory, "torch_eager": _torch(torch_ref.matmul, n, width, reps)}
+    return [Case("mlp_roofline", f"{n} x {width} @ {width} x {width}", "flop/s",
+                 2.0 * n * width * width * reps, impls)]  # fmt: skip
 
 
 def _double_well_energy(x):
@@ -422,6 +451,7 @@ def all_cases(quick: bool) -> list[Case]:
     return (
         ula_mixture_cases(cfg)
         + ula_mlp_cases(cfg, quick)
+        + mlp_roofline_cases(cfg)
         + double_well_cases(cfg)
         + annealed_cases(cfg)
         + mcmc_cases(cfg)

@@ -92,6 +92,26 @@ def ula_mlp(num_chains, num_steps, step_size, dim=2, dtype=None):
     return call
 
 
+def matmul(rows, width, reps):
+    """``reps`` chained products x <- x @ w, (rows, width) @ (width, width): the MLP's big layer.
+
+    w is the identity, so values stay O(1) (no denormals), which neither library can know.
+    """
+    _require()
+    a = torch.ones(rows, width, device=_device())
+    w = torch.eye(width, device=_device())
+
+    @torch.no_grad()
+    def call():
+        x = a
+        for _ in range(reps):
+            x = x @ w
+        _sync()
+        return x
+
+    return call
+
+
 def _fourier(sigma, num_frequencies=8):
     angles = torch.log(sigma)[:, None] * (2.0 ** torch.arange(num_frequencies, device=sigma.device))
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)

@@ -45,3 +45,23 @@ def test_peak_rss_growth_sees_an_allocation():
         return block.sum()
 
     assert harness.peak_rss_growth(allocate) > 32 * 2**20
+
+
+def test_mlp_flops_and_ceiling_follow_from_the_rows():
+    from benchmarks.__main__ import mlp_ceiling
+    from benchmarks.problems import mlp_flops_per_chain_step
+
+    # 2-128-128-2: 2 * (2*128 + 128*128 + 128*2) multiply-add flops
+    assert mlp_flops_per_chain_step() == 2 * (256 + 16384 + 256)
+    rows = [
+        {"problem": "mlp_roofline", "impl": "scorejax", "size": "10000 x 128", "median_s": 1.0,
+         "throughput": 150e9},
+        {"problem": "ula_mlp", "impl": "torch_eager", "size": "10000 chains x 5 steps",
+         "median_s": 1.0, "throughput": 3e6},
+        {"problem": "ula_mlp", "impl": "scorejax", "size": "10000 chains x 5 steps",
+         "median_s": 1.0, "throughput": 4e6},
+    ]  # fmt: skip
+    ceiling = mlp_ceiling(rows, 50_000)
+    assert ceiling["torch_ula_mlp_gflops"] == 150.0 and ceiling["scorejax_ula_mlp_gflops"] == 200.0
+    assert ceiling["max_ratio_vs_torch"] == 1.0
+    assert mlp_ceiling(rows[1:], 50_000) is None

@@ -268,11 +268,19 @@ def test_recognisability_separates_digits_from_noise():
     rng = np.random.default_rng(0)
     noise = rng.uniform(size=data.test_images.shape).astype(np.float32)
     average_digit = np.broadcast_to(data.train_images.mean(0), data.test_images.shape)
+    one_digit = np.broadcast_to(data.test_images[0], data.test_images.shape)
     rows, accuracy = recognisability(
-        data, {"digits": data.test_images, "noise": noise, "average digit": average_digit}
-    )
+        data,
+        {"digits": data.test_images, "noise": noise, "average digit": average_digit,
+         "one digit repeated": one_digit},
+    )  # fmt: skip
     frac = {row["images"]: row["fraction p >= 0.9"] for row in rows}
     assert accuracy > 0.9  # logistic regression on 8x8 digits: ~0.96
     assert frac["digits"] > 0.6
     assert frac["noise"] < 0.2 and frac["average digit"] == 0.0
-    assert next(r for r in rows if r["images"] == "digits")["classes covered"] == 10
+    by_name = {row["images"]: row for row in rows}
+    assert by_name["digits"]["classes covered"] == 10
+    # the test split is near-balanced (at most 42 of 359 in one class); a collapse is not
+    assert by_name["digits"]["largest class share"] < 0.2
+    assert by_name["one digit repeated"]["fraction p >= 0.9"] == 1.0
+    assert by_name["one digit repeated"]["largest class share"] == 1.0
