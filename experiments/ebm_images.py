@@ -15,7 +15,7 @@ AUROC table with -E as the score (held-out digits against uniform noise and agai
 flipped / inverted digits: "relative likelihood without Z"), and denoising a corrupted
 digit by energy descent.
 
-    python -m experiments.ebm_images            # digits, about 17 minutes on 2 CPU cores
+    python -m experiments.ebm_images            # digits, about 19 minutes on 2 CPU cores
     python -m experiments.ebm_images --dataset mnist
     python -m experiments.ebm_images --smoke
 """
