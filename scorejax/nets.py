@@ -179,10 +179,10 @@ class ResNetEnergy(nn.Module):
 
     x (H, W) or (H, W, C) -> conv3x3 -> per stage: ``blocks_per_stage`` residual blocks
     h + conv(silu(conv(silu(h)))) then 2x2 average pooling (not after the last stage) ->
-    spatial sum -> silu -> dense -> scalar. Widths (32, 64) suit 8x8 digits (8 -> 4);
-    (32, 64, 64) suits 28x28 MNIST (28 -> 14 -> 7). SiLU, being smooth, gives Langevin a
-    continuous score (Du & Mordatch 2019 use Swish for this reason). experiments/ebm_images
-    uses (64, 128) on digits: (32, 64) left half as many samples digit-like.
+    spatial sum -> silu -> dense -> scalar. Two stages suit 8x8 digits (8 -> 4; the image
+    experiment uses (64, 128), whose samples a digit classifier labelled confidently 0.61 of
+    the time against 0.49 for (32, 64)); three suit 28x28 MNIST (28 -> 14 -> 7). SiLU, being
+    smooth, gives Langevin a continuous score (Du & Mordatch 2019 use Swish for this reason).
 
     ``spectral_norm`` divides each convolution kernel by its spectral norm
     (``spectral_normalise``, stateless power iteration; flax.linen.SpectralNorm instead keeps
