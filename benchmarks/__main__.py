@@ -38,21 +38,24 @@ TARGETS = [
 ]  # fmt: skip
 
 
+def _find(rows, problem, impl, size):
+    """The first timed row of ``problem`` by ``impl`` whose size starts with ``size``, or None."""
+    return next((r for r in rows if r["problem"] == problem and r["impl"] == impl
+                 and r["size"].startswith(size) and "median_s" in r), None)  # fmt: skip
+
+
 def target_rows(rows):
     out = []
     for problem, size, other, target, text in TARGETS:
         for impl in ("scorejax", "scorejax[sharded]"):
-            mine = [r for r in rows if r["problem"] == problem and r["impl"] == impl
-                    and r["size"].startswith(size) and "median_s" in r]  # fmt: skip
-            theirs = [r for r in rows if r["problem"] == problem and r["impl"] == other
-                      and r["size"].startswith(size) and "median_s" in r]  # fmt: skip
-            if not mine or not theirs:
+            mine, theirs = _find(rows, problem, impl, size), _find(rows, problem, other, size)
+            if mine is None or theirs is None:
                 if impl == "scorejax":
                     out.append(
                         {"target": text, "impl": impl, "measured": "not run", "goal": target}
                     )
                 continue
-            ratio = theirs[0]["median_s"] / mine[0]["median_s"]
+            ratio = theirs["median_s"] / mine["median_s"]
             out.append({"target": text, "impl": impl, "measured": round(ratio, 2), "goal": target,
                         "met": "yes" if ratio >= target else "no"})  # fmt: skip
     return out
@@ -65,12 +68,9 @@ def mlp_ceiling(rows, flops_per_chain_step):
     MLP ULA step: even a step that were nothing but matmuls at full rate could not beat
     torch by more. None when either row is missing.
     """
-    find = lambda problem, impl, size: next(
-        (r for r in rows if r["problem"] == problem and r["impl"] == impl
-         and r["size"].startswith(size) and "median_s" in r), None)  # fmt: skip
-    roof = find("mlp_roofline", "scorejax", "")
-    torch_mlp = find("ula_mlp", "torch_eager", "10000 chains")
-    jax_mlp = find("ula_mlp", "scorejax", "10000 chains")
+    roof = _find(rows, "mlp_roofline", "scorejax", "")
+    torch_mlp = _find(rows, "ula_mlp", "torch_eager", "10000 chains")
+    jax_mlp = _find(rows, "ula_mlp", "scorejax", "10000 chains")
     if roof is None or torch_mlp is None or jax_mlp is None:
         return None
     torch_rate = torch_mlp["throughput"] * flops_per_chain_step
