@@ -10,6 +10,7 @@ Conventions: p(x) = exp(-E(x)) / Z, ``log_prob`` is normalised, ``log_partition`
 of ``energy`` (zero where the energy is defined as the negative normalised log-density).
 """
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -18,7 +19,7 @@ from jax.scipy.special import logsumexp, ndtr
 
 from scorejax.types import Array, Key
 
-_LOG_2PI = jnp.log(2.0 * jnp.pi)
+_LOG_2PI = math.log(2.0 * math.pi)  # a Python float: importing scorejax starts no JAX backend
 
 
 def boltzmann_probs(energies: Array, temperature: float = 1.0) -> Array:

@@ -16,8 +16,10 @@ Devices:
   ``jax.config.update("jax_num_cpu_devices", 2)`` right after ``import jax`` (or
   ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` before it). scorejax never sets
   this itself (that would be global state); ``benchmarks/`` measures what it buys.
-- Several hosts: call ``initialize_distributed()`` first on every process; ``make_mesh``
-  then spans the devices of all hosts, and ``global_batch`` assembles each process's slice.
+- Several hosts: call ``initialize_distributed()`` first on every process (importing
+  scorejax starts no backend, so it may come before); ``make_mesh`` then spans the devices
+  of all hosts, and ``global_batch`` assembles each process's slice. Tested with two CPU
+  processes on one machine (gloo collectives, JAX's CPU default).
 
 Chains and batches must divide evenly by the number of devices on the mesh.
 """

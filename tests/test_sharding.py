@@ -9,6 +9,7 @@ parameters (float32 reassociation of a 64-term mean, far below any statistical e
 """
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -75,13 +76,18 @@ print("SHARDING-OK")
 """
 
 
-def test_sharded_equals_unsharded_on_8_cpu_devices():
+def _cpu_env(num_devices: int) -> dict:
     env = dict(os.environ)
     env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+        env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={num_devices}"
     ).strip()
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def test_sharded_equals_unsharded_on_8_cpu_devices():
+    env = _cpu_env(8)
     result = subprocess.run(
         [sys.executable, "-c", CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
         timeout=300,
@@ -108,3 +114,86 @@ def test_bad_arguments_raise_clear_errors():
         sharding.make_mesh(len(jax.devices()) + 1)
     with pytest.raises(ValueError, match="process_id"):
         sharding.initialize_distributed("localhost:1234", num_processes=2, process_id=2)
+
+
+MULTIHOST = r"""
+import sys
+from scorejax import sharding  # importing scorejax must not start JAX's backend
+
+port, rank = sys.argv[1], int(sys.argv[2])
+sharding.initialize_distributed(f"localhost:{port}", num_processes=2, process_id=rank)
+
+from functools import partial
+import jax, jax.numpy as jnp, numpy as np, optax
+import scorejax as sj
+assert (jax.process_count(), len(jax.devices()), len(jax.local_devices())) == (2, 8, 4)
+mesh = sharding.make_mesh()  # spans both processes
+assert mesh.size == 8
+
+def same_as(global_array, local_reference):
+    # every process checks the shards it holds against its own unsharded computation
+    for shard in global_array.addressable_shards:
+        np.testing.assert_allclose(shard.data, np.asarray(local_reference)[shard.index],
+                                   atol=1e-6, rtol=1e-5)
+
+mixture = sj.data.eight_gaussians()
+sampler = sj.ula(partial(sj.score_from_energy(sj.GaussianMixture.energy), mixture), 0.01)
+key = jax.random.key(0)
+x0 = jax.random.normal(jax.random.key(1), (64, 2))
+split = sharding.run_chains_sharded(key, sampler, x0, 40, mesh=mesh)
+same_as(split.state.x, sj.run_chains(key, sampler, x0, 40).state.x)
+
+model = sj.nets.MLPScore(hidden=(32, 32))
+params = model.init(jax.random.key(2), jnp.zeros(2))
+optimizer = optax.adam(1e-2)
+train_step = sj.make_train_step(
+    partial(sj.dsm_loss, score_fn=sj.nets.apply_fn(model), sigma=0.3), optimizer)
+fresh = lambda: sj.init_train_state(jax.tree_util.tree_map(jnp.copy, params), optimizer)
+batch = np.asarray(sj.data.sample_eight_gaussians(jax.random.key(3), 64))
+local_state, local_metrics = jax.jit(train_step)(fresh(), key, batch)
+# each process loads only its half of the batch, as a data loader on each host would
+rows = batch[32 * rank: 32 * (rank + 1)]
+state, metrics = sharding.shard_train_step(train_step, mesh)(
+    sharding.replicate(fresh(), mesh), key, sharding.global_batch(rows, mesh))
+same_as(metrics["loss"], local_metrics["loss"])
+for a, b in zip(jax.tree_util.tree_leaves(state.params),
+                jax.tree_util.tree_leaves(local_state.params)):
+    same_as(a, b)
+
+batch_fn = lambda k: sj.data.sample_eight_gaussians(k, 64)
+_, local_history = sj.fit(train_step, fresh(), key, batch_fn, num_steps=20, steps_per_call=10,
+                          progress=False)
+_, history = sj.fit(train_step, sharding.replicate(fresh(), mesh), key,
+                    sharding.shard_batch_fn(batch_fn, mesh), num_steps=20, steps_per_call=10,
+                    progress=False)
+np.testing.assert_allclose(history["loss"], local_history["loss"], rtol=1e-4)
+print(f"MULTIHOST-OK {rank}")
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_agree_with_one():
+    """Multi-host through jax.distributed: 2 processes x 4 CPU devices (gloo collectives).
+
+    The chains, the data-parallel train step fed by ``global_batch`` and ``fit`` with
+    ``shard_batch_fn`` on the 8-device global mesh match each process's own unsharded run,
+    within the tolerances of the module docstring.
+    """
+    env, port = _cpu_env(4), str(_free_port())
+    options = dict(cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", MULTIHOST, port, str(rank)], **options)
+        for rank in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for rank, (out, err) in enumerate(outputs):
+        assert f"MULTIHOST-OK {rank}" in out, err[-4000:]
