@@ -3,8 +3,8 @@
 Problems (sizes in ``sizes(quick)``):
 - ula_mixture: ULA on the 2-D eight-Gaussian mixture energy, score by autodiff, h = 0.01.
 - ula_mlp: ULA on an MLP score 2-128-128-2 (SiLU), h = 0.01.
-- mlp_roofline: the MLP score's dominant matmul alone, (chains, 128) @ (128, 128), JAX
-  against torch, in flop/s: the most either can do for ula_mlp on this device.
+  At 1e4 chains it also times the MLP's dominant matmul alone (``*_matmul_only``): one
+  (chains, 128) @ (128, 128) product per step, in XLA and in torch, the most either could do.
 - double_well: ULA on E(x) = 2 sum (x^2 - 1)^2, 4,096 chains x 32 dims, h = 0.01 (the
   issue's single-kernel reference problem); also the runner's unroll factors.
 - annealed: annealed Langevin, NoiseConditionalMLP, 10 levels; compile time at 10 and 200
@@ -157,6 +157,24 @@ def _mlp_score(dtype=None):
     return partial(sj.nets.apply_fn(model), params)
 
 
+def _xla_matmul_only(num_chains, num_steps, width=128):
+    """``num_steps`` chained products x <- x @ I, (chains, width) @ (width, width), jitted.
+
+    The 128 x 128 layer holds 97% of the MLP score's flops, so a step made of this product
+    alone is faster than any MLP ULA step: its rate over torch's MLP ULA rate, timed in the
+    same interleaved rounds, bounds the ratio any JAX sampler could reach. The products are
+    chained (no loop-invariant for XLA to hoist); w is the identity, so values stay O(1).
+    """
+
+    def factory():
+        def fn(a, w):
+            return jax.lax.fori_loop(0, num_steps, lambda _, acc: acc @ w, a)
+
+        return jax_prepared(fn, jnp.ones((num_chains, width)), jnp.eye(width))
+
+    return factory
+
+
 def ula_mlp_cases(cfg, quick: bool) -> list[Case]:
     cases = []
     for n in cfg["chains"]:
@@ -169,6 +187,9 @@ def ula_mlp_cases(cfg, quick: bool) -> list[Case]:
         }
         # bf16 compute pays on accelerators; most CPUs emulate it (slowly), so there it is
         # measured up to 1e4 chains only
+        if n == 10_000:  # the target's size: the ceiling that the big matmul puts on it
+            impls["xla_matmul_only"] = _xla_matmul_only(n, steps)
+            impls["torch_matmul_only"] = _torch(torch_ref.matmul, n, 128, steps)
         if not quick and (jax.default_backend() != "cpu" or n <= 10_000):
             impls["scorejax[bf16]"] = _scorejax_chains(_mlp_score(jnp.bfloat16), n, steps)
             impls["torch_eager[bf16]"] = _torch(torch_ref.ula_mlp, n, steps, STEP_SIZE,
@@ -182,26 +203,6 @@ def mlp_flops_per_chain_step(hidden=(128, 128), dim=2) -> int:
     """Multiply-add flops of one MLP-score evaluation (2 per weight; biases, SiLU not counted)."""
     widths = (dim, *hidden, dim)
     return sum(2 * a * b for a, b in itertools.pairwise(widths))
-
-
-def mlp_roofline_cases(cfg) -> list[Case]:
-    """The 128 x 128 layer's matmul at the target's 10^4 chains, repeated ``reps`` times.
-
-    ULA on the MLP score spends 97% of its flops in this one matmul, so the matmul's rate is
-    a ceiling on the MLP rows: scorejax cannot beat torch on ula_mlp by more than XLA's
-    matmul rate over the flop rate torch reaches on the whole MLP step.
-    """
-    n, width, reps = 10_000, 128, 50
-
-    def jax_factory():
-        def fn(a, w):  # a chain of products, as in a sampler (no loop-invariant to hoist)
-            return jax.lax.fori_loop(0, reps, lambda _, acc: acc @ w, a)
-
-        return jax_prepared(fn, jnp.ones((n, width)), jnp.eye(width))
-
-    impls = {"scorejax": jax_factory, "torch_eager": _torch(torch_ref.matmul, n, width, reps)}
-    return [Case("mlp_roofline", f"{n} x {width} @ {width} x {width}", "flop/s",
-                 2.0 * n * width * width * reps, impls)]  # fmt: skip
 
 
 def _double_well_energy(x):
@@ -451,7 +452,6 @@ def all_cases(quick: bool) -> list[Case]:
     return (
         ula_mixture_cases(cfg)
         + ula_mlp_cases(cfg, quick)
-        + mlp_roofline_cases(cfg)
         + double_well_cases(cfg)
         + annealed_cases(cfg)
         + mcmc_cases(cfg)
