@@ -74,12 +74,9 @@ def mlp_ceiling(rows, flops_per_chain_step, matmul_flops_per_chain_step):
     found = {impl: _find(rows, "ula_mlp", impl, "10000 chains") for impl in impls}
     if any(row is None for row in found.values()):
         return None
-    gflops = {
-        impl: row["throughput"]
-        / 1e9
-        * (matmul_flops_per_chain_step if "matmul" in impl else flops_per_chain_step)
-        for impl, row in found.items()
-    }
+    flops = {impl: matmul_flops_per_chain_step if "matmul" in impl else flops_per_chain_step
+             for impl in impls}  # fmt: skip
+    gflops = {impl: row["throughput"] * flops[impl] / 1e9 for impl, row in found.items()}
     ratio = found["torch_eager"]["median_s"] / found["xla_matmul_only"]["median_s"]
     return {"gflops": gflops, "max_ratio_vs_torch": ratio}
 

@@ -56,10 +56,15 @@ def _scaled_steps(num_steps: int, num_chains: int, budget: float) -> int:
     return int(max(20, min(num_steps, budget // num_chains)))
 
 
-def jax_prepared(fn, *args) -> Prepared:
-    """Jit ``fn``, compile it ahead of time (timed) and read XLA's memory analysis."""
+def jax_prepared(fn, *args, options=None) -> Prepared:
+    """Jit ``fn``, compile it ahead of time (timed) and read XLA's memory analysis.
+
+    ``options``: XLA compiler options. The scorejax rows pass ``sj.compiler_options()``, the
+    options scorejax's runners compile with when called directly (an outer jit, as here,
+    sets its own); the alternatives get XLA's defaults, as their users would.
+    """
     start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = jax.jit(fn).lower(*args).compile(options or {})
     compile_s = time.perf_counter() - start
     device_bytes = float("nan")
     try:
@@ -85,7 +90,7 @@ def _scorejax_chains(score_fn, num_chains, num_steps, dim=2, key_impl=None, unro
         sampler = sj.ula(score_fn, STEP_SIZE)
         fn = lambda key, x0: sj.run_chains(key, sampler, x0, num_steps, unroll=unroll).state.x
         key = jax.random.key(0, impl=key_impl) if key_impl else jax.random.key(0)
-        return jax_prepared(fn, key, jnp.zeros((num_chains, dim)))
+        return jax_prepared(fn, key, jnp.zeros((num_chains, dim)), options=sj.compiler_options())
 
     return factory
 
@@ -104,7 +109,7 @@ def _scorejax_sharded(score_fn, num_chains, num_steps, dim=2):
             sharding.run_chains_sharded(key, sampler, x0, num_steps, mesh=mesh).state.x
         )
         x0 = sharding.shard_leading(jnp.zeros((num_chains, dim)), mesh)
-        return jax_prepared(fn, jax.random.key(0), x0)
+        return jax_prepared(fn, jax.random.key(0), x0, options=sj.compiler_options())
 
     return factory
 
@@ -185,11 +190,11 @@ def ula_mlp_cases(cfg, quick: bool) -> list[Case]:
             "plain_jax": _plain_jax(_mlp_score(), n, steps),
             "torch_eager": _torch(torch_ref.ula_mlp, n, steps, STEP_SIZE),
         }
-        # bf16 compute pays on accelerators; most CPUs emulate it (slowly), so there it is
-        # measured up to 1e4 chains only
         if n == 10_000:  # the target's size: the ceiling that the big matmul puts on it
             impls["xla_matmul_only"] = _xla_matmul_only(n, steps)
             impls["torch_matmul_only"] = _torch(torch_ref.matmul, n, 128, steps)
+        # bf16 compute pays on accelerators; most CPUs emulate it (slowly), so there it is
+        # measured up to 1e4 chains only
         if not quick and (jax.default_backend() != "cpu" or n <= 10_000):
             impls["scorejax[bf16]"] = _scorejax_chains(_mlp_score(jnp.bfloat16), n, steps)
             impls["torch_eager[bf16]"] = _torch(torch_ref.ula_mlp, n, steps, STEP_SIZE,
@@ -265,7 +270,7 @@ def annealed_cases(cfg) -> list[Case]:
             ).state.x
         )
         fn = lambda key, x0: jax.vmap(run_one)(jax.random.split(key, n), x0)
-        return jax_prepared(fn, jax.random.key(0), jnp.zeros((n, 2)))
+        return jax_prepared(fn, jax.random.key(0), jnp.zeros((n, 2)), options=sj.compiler_options())
 
     impls = {
         "scorejax": scorejax_factory,
@@ -325,7 +330,7 @@ def _mcmc_cases(cfg, which: str) -> list[Case]:
         else:
             sampler = mcmc.hmc(energy_fn, step_size, leapfrog)
         fn = lambda key, x0: sj.run_chains(key, sampler, x0, steps).state.x
-        return jax_prepared(fn, jax.random.key(0), jnp.zeros((n, 2)))
+        return jax_prepared(fn, jax.random.key(0), jnp.zeros((n, 2)), options=sj.compiler_options())
 
     def blackjax_factory():
         try:

@@ -17,6 +17,7 @@ from scorejax import (
     sharding,
     training,
 )
+from scorejax._compile import compiler_options
 from scorejax.diagnostics import effective_sample_size, split_rhat
 from scorejax.energies import (
     Banana,
@@ -96,6 +97,7 @@ __all__ = [
     "block_gibbs",
     "boltzmann_probs",
     "cd_loss",
+    "compiler_options",
     "data",
     "decoupled_langevin",
     "diagnostics",

@@ -25,7 +25,6 @@ Chains and batches must divide evenly by the number of devices on the mesh.
 """
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import jax
@@ -34,6 +33,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from scorejax._checks import check_positive_int
+from scorejax._compile import compiler_options, jit
 from scorejax.samplers.base import RunResult, Sampler, _check_run_args, _run
 from scorejax.types import Array, Key, PyTree
 
@@ -151,7 +151,7 @@ def run_chains_sharded(
     return _sharded_run(keys, sampler, jnp.asarray(x0), num_steps, schedule, thin, unroll, mesh)
 
 
-@partial(jax.jit, static_argnames=("sampler", "num_steps", "thin", "unroll", "mesh"))
+@jit(static_argnames=("sampler", "num_steps", "thin", "unroll", "mesh"))
 def _sharded_run(keys, sampler, x0, num_steps, schedule, thin, unroll, mesh):
     chains = PartitionSpec(_axis(mesh))
 
@@ -198,6 +198,7 @@ def shard_train_step(train_step: Callable, mesh: Mesh) -> Callable:
     split = NamedSharding(mesh, PartitionSpec(_axis(mesh)))
     return jax.jit(
         train_step,
+        compiler_options=compiler_options(),
         in_shardings=(replicated, replicated, split),
         out_shardings=replicated,
         donate_argnums=(0,),

@@ -7,7 +7,6 @@ history and logging in Python between calls, so no step waits on the host.
 
 import warnings
 from collections.abc import Callable
-from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -17,6 +16,7 @@ import optax
 from tqdm.auto import tqdm
 
 from scorejax._checks import check_positive_int
+from scorejax._compile import jit
 from scorejax.types import Array, Key, LossFn, Params
 
 
@@ -96,8 +96,7 @@ def minibatches(data: Array, batch_size: int) -> Callable[[Key], Array]:
     return batch_fn
 
 
-@partial(
-    jax.jit,
+@jit(
     static_argnames=("train_step", "batch_fn", "num_steps", "unroll"),
     donate_argnums=(0,),
 )

@@ -8,7 +8,6 @@ one chain; many chains and many seeds are ``jax.vmap`` over the runner.
 
 import warnings
 from collections.abc import Callable
-from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -16,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scorejax._checks import check_positive_int
+from scorejax._compile import jit
 from scorejax.types import Array, Key, PyTree
 
 
@@ -132,7 +132,7 @@ def run(
     return _run(key, sampler, strong_array(x0), num_steps, schedule, thin, unroll)
 
 
-@partial(jax.jit, static_argnames=("sampler", "num_steps", "thin", "unroll"))
+@jit(static_argnames=("sampler", "num_steps", "thin", "unroll"))
 def _run(key, sampler, x0, num_steps, schedule, thin, unroll):
     state = sampler.init(x0)
     _, info_shape = jax.eval_shape(
@@ -189,7 +189,7 @@ def _run_chains(keys, sampler, x0, num_steps, *, schedule=(), thin=0, unroll=Non
     return _vmapped_run(keys, sampler, x0, num_steps, schedule, thin, unroll)
 
 
-@partial(jax.jit, static_argnames=("sampler", "num_steps", "thin", "unroll"))
+@jit(static_argnames=("sampler", "num_steps", "thin", "unroll"))
 def _vmapped_run(keys, sampler, x0, num_steps, schedule, thin, unroll):
     return jax.vmap(lambda k, x: _run(k, sampler, x, num_steps, schedule, thin, unroll))(keys, x0)
 

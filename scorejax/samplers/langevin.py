@@ -8,7 +8,6 @@ with ``step_size = h`` (the spelling of NCSNv2 and score_sde). The NCSN paper
 (Song & Ermon 2019, Algorithm 1) writes x + (alpha/2) s + sqrt(alpha) z: its alpha is 2h.
 """
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -16,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scorejax._checks import check_decreasing, check_positive, check_positive_int
+from scorejax._compile import jit
 from scorejax.samplers.base import RunResult, Sampler, count_nonfinite, run, strong_array
 from scorejax.types import Array, Key, ScoreFn
 
@@ -128,10 +128,7 @@ def annealed_langevin(
     )
 
 
-@partial(
-    jax.jit,
-    static_argnames=("score_fn", "num_steps_per_level", "denoise", "thin", "unroll"),
-)
+@jit(static_argnames=("score_fn", "num_steps_per_level", "denoise", "thin", "unroll"))
 def _annealed(key, score_fn, x0, sigmas, step_size, num_steps_per_level, denoise, thin, unroll):
     def init(x):
         return LangevinState(x)
