@@ -22,19 +22,34 @@ from scorejax import sharding
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CHECK = r"""
+# The problem both subprocess checks share: mixture chains and a DSM train step.
+# (It touches the backend, so a multi-process script runs it after initialize_distributed.)
+PROBLEM = r"""
 from functools import partial
 import jax, jax.numpy as jnp, numpy as np, optax
-assert len(jax.devices()) == 8, jax.devices()
 import scorejax as sj
 from scorejax import sharding
 
-mesh = sharding.make_mesh()
-assert mesh.size == 8
 mixture = sj.data.eight_gaussians()
 sampler = sj.ula(partial(sj.score_from_energy(sj.GaussianMixture.energy), mixture), 0.01)
 key = jax.random.key(0)
 x0 = jax.random.normal(jax.random.key(1), (64, 2))
+model = sj.nets.MLPScore(hidden=(32, 32))
+params = model.init(jax.random.key(2), jnp.zeros(2))
+optimizer = optax.adam(1e-2)
+train_step = sj.make_train_step(
+    partial(sj.dsm_loss, score_fn=sj.nets.apply_fn(model), sigma=0.3), optimizer)
+fresh = lambda: sj.init_train_state(jax.tree_util.tree_map(jnp.copy, params), optimizer)
+batch = np.asarray(sj.data.sample_eight_gaussians(jax.random.key(3), 64))
+batch_fn = lambda k: sj.data.sample_eight_gaussians(k, 64)
+"""
+
+CHECK = (
+    PROBLEM
+    + r"""
+assert len(jax.devices()) == 8, jax.devices()
+mesh = sharding.make_mesh()
+assert mesh.size == 8
 steps = (jnp.linspace(0.02, 0.005, 40),)
 plain = sj.run_chains(key, sampler, x0, 40, thin=10, schedule=steps)
 split = sharding.run_chains_sharded(key, sampler, x0, 40, mesh=mesh, thin=10, schedule=steps)
@@ -49,13 +64,6 @@ other = sharding.run_chains_sharded(jax.random.key(9), sampler, x0, 40, mesh=mes
                                     schedule=steps)
 assert np.max(np.abs(other.state.x - plain.state.x)) > 0.1
 
-model = sj.nets.MLPScore(hidden=(32, 32))
-params = model.init(jax.random.key(2), jnp.zeros(2))
-optimizer = optax.adam(1e-2)
-train_step = sj.make_train_step(
-    partial(sj.dsm_loss, score_fn=sj.nets.apply_fn(model), sigma=0.3), optimizer)
-fresh = lambda: sj.init_train_state(jax.tree_util.tree_map(jnp.copy, params), optimizer)
-batch = sj.data.sample_eight_gaussians(jax.random.key(3), 64)
 state_1, metrics_1 = jax.jit(train_step)(fresh(), key, batch)
 state_8, metrics_8 = sharding.shard_train_step(train_step, mesh)(
     sharding.replicate(fresh(), mesh), key, sharding.shard_leading(batch, mesh))
@@ -64,7 +72,6 @@ for a, b in zip(jax.tree_util.tree_leaves(state_1.params),
                 jax.tree_util.tree_leaves(state_8.params)):
     np.testing.assert_allclose(b, a, atol=1e-6, rtol=0)
 
-batch_fn = lambda k: sj.data.sample_eight_gaussians(k, 64)
 _, history_1 = sj.fit(train_step, fresh(), key, batch_fn, num_steps=20, steps_per_call=10,
                       progress=False)
 state_8, history_8 = sj.fit(train_step, sharding.replicate(fresh(), mesh), key,
@@ -74,6 +81,7 @@ np.testing.assert_allclose(history_8["loss"], history_1["loss"], rtol=1e-4)
 assert len(jax.tree_util.tree_leaves(state_8.params)[0].sharding.device_set) == 8
 print("SHARDING-OK")
 """
+)
 
 
 def _cpu_env(num_devices: int) -> dict:
@@ -116,16 +124,17 @@ def test_bad_arguments_raise_clear_errors():
         sharding.initialize_distributed("localhost:1234", num_processes=2, process_id=2)
 
 
-MULTIHOST = r"""
+MULTIHOST = (
+    r"""
 import sys
 from scorejax import sharding  # importing scorejax must not start JAX's backend
 
 port, rank = sys.argv[1], int(sys.argv[2])
 sharding.initialize_distributed(f"localhost:{port}", num_processes=2, process_id=rank)
+"""
+    + PROBLEM
+    + r"""
 
-from functools import partial
-import jax, jax.numpy as jnp, numpy as np, optax
-import scorejax as sj
 assert (jax.process_count(), len(jax.devices()), len(jax.local_devices())) == (2, 8, 4)
 mesh = sharding.make_mesh()  # spans both processes
 assert mesh.size == 8
@@ -136,20 +145,9 @@ def same_as(global_array, local_reference):
         np.testing.assert_allclose(shard.data, np.asarray(local_reference)[shard.index],
                                    atol=1e-6, rtol=1e-5)
 
-mixture = sj.data.eight_gaussians()
-sampler = sj.ula(partial(sj.score_from_energy(sj.GaussianMixture.energy), mixture), 0.01)
-key = jax.random.key(0)
-x0 = jax.random.normal(jax.random.key(1), (64, 2))
 split = sharding.run_chains_sharded(key, sampler, x0, 40, mesh=mesh)
 same_as(split.state.x, sj.run_chains(key, sampler, x0, 40).state.x)
 
-model = sj.nets.MLPScore(hidden=(32, 32))
-params = model.init(jax.random.key(2), jnp.zeros(2))
-optimizer = optax.adam(1e-2)
-train_step = sj.make_train_step(
-    partial(sj.dsm_loss, score_fn=sj.nets.apply_fn(model), sigma=0.3), optimizer)
-fresh = lambda: sj.init_train_state(jax.tree_util.tree_map(jnp.copy, params), optimizer)
-batch = np.asarray(sj.data.sample_eight_gaussians(jax.random.key(3), 64))
 local_state, local_metrics = jax.jit(train_step)(fresh(), key, batch)
 # each process loads only its half of the batch, as a data loader on each host would
 rows = batch[32 * rank: 32 * (rank + 1)]
@@ -160,7 +158,6 @@ for a, b in zip(jax.tree_util.tree_leaves(state.params),
                 jax.tree_util.tree_leaves(local_state.params)):
     same_as(a, b)
 
-batch_fn = lambda k: sj.data.sample_eight_gaussians(k, 64)
 _, local_history = sj.fit(train_step, fresh(), key, batch_fn, num_steps=20, steps_per_call=10,
                           progress=False)
 _, history = sj.fit(train_step, sharding.replicate(fresh(), mesh), key,
@@ -169,6 +166,7 @@ _, history = sj.fit(train_step, sharding.replicate(fresh(), mesh), key,
 np.testing.assert_allclose(history["loss"], local_history["loss"], rtol=1e-4)
 print(f"MULTIHOST-OK {rank}")
 """
+)
 
 
 def _free_port() -> int:
