@@ -12,6 +12,10 @@ Problems (sizes in ``sizes(quick)``):
 - mala / hmc: on the mixture, against blackjax (5 leapfrog steps for HMC).
 - dsm_train / ncsn_train: a train step (Adam, EMA) on fresh mixture batches.
 - sm_cost: exact SM against SSM against DSM, MLP score in D dimensions.
+
+Each torch reference runs in a worker process of its own; where its tensors are megabytes
+(ula_mlp, dsm_train, ncsn_train) it also runs as ``torch_eager[malloc]``, with glibc's
+malloc keeping freed memory (``harness.keep_freed_memory``).
 """
 
 import itertools
@@ -25,7 +29,7 @@ import optax
 
 import scorejax as sj
 from benchmarks import torch_ref
-from benchmarks.harness import Case, Prepared, Skip
+from benchmarks.harness import Case, Prepared, Skip, in_worker
 
 STEP_SIZE = 0.01
 
@@ -132,11 +136,22 @@ def _plain_jax(score_fn, num_chains, num_steps, dim=2):
 
 
 def _torch(builder, *args, **kwargs):
-    def factory():
-        call = builder(*args, **kwargs)
-        return Prepared(call)
+    """A torch reference, built and run in a worker process of its own (``in_worker``)."""
+    return lambda: in_worker(builder, *args, **kwargs)
 
-    return factory
+
+def _torch_both(name, builder, *args, **kwargs):
+    """``name`` as a user's script runs it, and ``name[malloc]`` with glibc's malloc told to
+    keep freed memory (``keep_freed_memory``): torch's best case where its activations are
+    megabytes. The targets are taken against the first."""
+    return {name: _torch(builder, *args, **kwargs),
+            f"{name}[malloc]": _torch(builder, *args, malloc_tuned=True, **kwargs)}  # fmt: skip
+
+
+def _torch_mixture():
+    mixture = _mixture()
+    scales = np.asarray(mixture._scales())
+    return torch_ref.Mixture(np.asarray(mixture.means), scales, np.asarray(mixture.weights))
 
 
 def ula_mixture_cases(cfg) -> list[Case]:
@@ -149,7 +164,7 @@ def ula_mixture_cases(cfg) -> list[Case]:
             "scorejax[sharded]": _scorejax_sharded(score, n, steps),
             "scorejax[unsafe_rbg]": _scorejax_chains(score, n, steps, key_impl="unsafe_rbg"),
             "plain_jax": _plain_jax(score, n, steps),
-            "torch_eager": _torch(torch_ref.ula_mixture, _mixture(), n, steps, STEP_SIZE),
+            "torch_eager": _torch(torch_ref.ula_mixture, _torch_mixture(), n, steps, STEP_SIZE),
         }
         cases.append(Case("ula_mixture", f"{n} chains x {steps} steps", "chain-steps/s",
                           n * steps, impls))  # fmt: skip
@@ -188,7 +203,7 @@ def ula_mlp_cases(cfg, quick: bool) -> list[Case]:
             "scorejax": _scorejax_chains(_mlp_score(), n, steps),
             "scorejax[sharded]": _scorejax_sharded(_mlp_score(), n, steps),
             "plain_jax": _plain_jax(_mlp_score(), n, steps),
-            "torch_eager": _torch(torch_ref.ula_mlp, n, steps, STEP_SIZE),
+            **_torch_both("torch_eager", torch_ref.ula_mlp, n, steps, STEP_SIZE),
         }
         if n == 10_000:  # the target's size: the ceiling that the big matmul puts on it
             impls["xla_matmul_only"] = _xla_matmul_only(n, steps)
@@ -214,28 +229,6 @@ def _double_well_energy(x):
     return 2.0 * jnp.sum((x**2 - 1.0) ** 2)
 
 
-def _torch_double_well(num_chains, num_steps, dim):
-    torch_ref._require()
-    import math
-
-    import torch
-
-    dev = torch_ref._device()
-    noise = math.sqrt(2 * STEP_SIZE)
-
-    def call():
-        x = torch.zeros(num_chains, dim, device=dev)
-        for _ in range(num_steps):
-            x.requires_grad_(True)
-            (grad,) = torch.autograd.grad((2.0 * ((x**2 - 1.0) ** 2)).sum(), x)
-            with torch.no_grad():
-                x = x - STEP_SIZE * grad + noise * torch.randn_like(x)
-        torch_ref._sync()
-        return x
-
-    return call
-
-
 def double_well_cases(cfg) -> list[Case]:
     n, dim, steps = 4096, 32, cfg["dw_steps"]
     score = sj.score_from_energy(lambda params, x: _double_well_energy(x))
@@ -246,7 +239,7 @@ def double_well_cases(cfg) -> list[Case]:
         "scorejax[unroll=4]": _scorejax_chains(score, n, steps, dim=dim, unroll=4),
         "scorejax[unroll=10]": _scorejax_chains(score, n, steps, dim=dim, unroll=10),
         "scorejax[sharded]": _scorejax_sharded(score, n, steps, dim=dim),
-        "torch_eager": _torch(_torch_double_well, n, steps, dim),
+        "torch_eager": _torch(torch_ref.ula_double_well, n, steps, dim, STEP_SIZE),
     }
     return [Case("double_well", f"{n} chains x {dim} dims x {steps} steps", "chain-steps/s",
                  n * steps, impls)]  # fmt: skip
@@ -382,7 +375,7 @@ def _fit_factory(loss_fn, params, batch_fn, num_steps):
 
 
 def train_cases(cfg) -> list[Case]:
-    mixture = _mixture()
+    mixture, mixture_np = _mixture(), _torch_mixture()
     cases = []
     for batch in cfg["batches"]:
         steps = cfg["train_steps"] if batch <= 4096 else max(20, cfg["train_steps"] // 10)
@@ -392,7 +385,7 @@ def train_cases(cfg) -> list[Case]:
         loss = partial(sj.dsm_loss, score_fn=sj.nets.apply_fn(model), sigma=0.1)
         impls = {
             "scorejax": _fit_factory(loss, params, batch_fn, steps),
-            "torch_eager": _torch(torch_ref.train, mixture, batch, steps, sigma=0.1),
+            **_torch_both("torch_eager", torch_ref.train, mixture_np, batch, steps, sigma=0.1),
         }
         cases.append(Case("dsm_train", f"batch {batch} x {steps} steps", "steps/s", steps,
                           impls))  # fmt: skip
@@ -402,8 +395,8 @@ def train_cases(cfg) -> list[Case]:
         ncsn_loss = partial(sj.ncsn_loss, score_fn=sj.nets.apply_fn(ncsn), sigmas=sigmas)
         impls = {
             "scorejax": _fit_factory(ncsn_loss, ncsn_params, batch_fn, steps),
-            "torch_eager": _torch(torch_ref.train, mixture, batch, steps,
-                                  sigmas=np.asarray(sigmas)),
+            **_torch_both("torch_eager", torch_ref.train, mixture_np, batch, steps,
+                          sigmas=np.asarray(sigmas)),
         }  # fmt: skip
         cases.append(Case("ncsn_train", f"batch {batch} x {steps} steps", "steps/s", steps,
                           impls))  # fmt: skip

@@ -3,9 +3,12 @@
 Each function builds the same problem as its scorejax counterpart (same target, network
 shape, step size, batch) and returns a closure that runs the whole workload once. Nothing
 here is compiled (no torch.compile): the eager loop is what the comparison is against.
+The benchmark builds and runs each one in a worker process of its own (``harness.in_worker``),
+so arguments are plain numpy (a ``Mixture``) and this module does not import JAX.
 """
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,11 +35,19 @@ def _sync():
         torch.cuda.synchronize()
 
 
+class Mixture(NamedTuple):
+    """A diagonal Gaussian mixture as numpy arrays: means and scales (K, D), weights (K,)."""
+
+    means: np.ndarray
+    scales: np.ndarray
+    weights: np.ndarray
+
+
 def _mixture_energy(mixture):
     dev = _device()
-    means = torch.tensor(np.asarray(mixture.means), device=dev)
-    scales = torch.tensor(np.asarray(mixture._scales()), device=dev)
-    log_weights = torch.log(torch.tensor(np.asarray(mixture.weights), device=dev))
+    means = torch.tensor(mixture.means, device=dev)
+    scales = torch.tensor(mixture.scales, device=dev)
+    log_weights = torch.log(torch.tensor(mixture.weights, device=dev))
     log_norm = -0.5 * (math.log(2 * math.pi) + 2 * torch.log(scales)).sum(-1)
 
     def energy(x):  # (N, D) -> (N,)
@@ -57,6 +68,24 @@ def ula_mixture(mixture, num_chains, num_steps, step_size):
         for _ in range(num_steps):
             x.requires_grad_(True)
             (grad,) = torch.autograd.grad(energy(x).sum(), x)
+            with torch.no_grad():
+                x = x - step_size * grad + noise_scale * torch.randn_like(x)
+        _sync()
+        return x
+
+    return call
+
+
+def ula_double_well(num_chains, num_steps, dim, step_size):
+    """ULA on E(x) = 2 sum (x^2 - 1)^2, score by autograd."""
+    _require()
+    noise_scale = math.sqrt(2 * step_size)
+
+    def call():
+        x = torch.zeros(num_chains, dim, device=_device())
+        for _ in range(num_steps):
+            x.requires_grad_(True)
+            (grad,) = torch.autograd.grad((2.0 * ((x**2 - 1.0) ** 2)).sum(), x)
             with torch.no_grad():
                 x = x - step_size * grad + noise_scale * torch.randn_like(x)
         _sync()
@@ -150,9 +179,9 @@ def annealed(sigmas, num_chains, num_steps_per_level, step_size, dim=2):
 
 def _sample_mixture(mixture):
     dev = _device()
-    means = torch.tensor(np.asarray(mixture.means), device=dev)
-    scales = torch.tensor(np.asarray(mixture._scales()), device=dev)
-    weights = torch.tensor(np.asarray(mixture.weights), device=dev)
+    means = torch.tensor(mixture.means, device=dev)
+    scales = torch.tensor(mixture.scales, device=dev)
+    weights = torch.tensor(mixture.weights, device=dev)
 
     def sample(n):
         k = torch.multinomial(weights, n, replacement=True)
