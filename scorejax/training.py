@@ -136,6 +136,8 @@ def fit(
       key: PRNG key; one per step is split off inside.
       batch_fn: ``batch_fn(key) -> batch``, e.g. ``partial(sample_two_gaussians, n=512)``
         curried as ``lambda k: sample_two_gaussians(k, 512)`` or ``minibatches(data, 512)``.
+        Also a static argument: a new lambda on every ``fit`` call compiles again, so build
+        it once and pass the same function each time.
       num_steps: total steps; a last shorter call covers any remainder.
       steps_per_call: K steps per compiled call.
       progress: show the progress bar.
