@@ -159,7 +159,16 @@ def in_worker(builder, *args, malloc_tuned=False, **kwargs) -> Prepared:
     process = context.Process(target=_worker, args=(child_conn, builder, args, kwargs,
                                                     malloc_tuned), daemon=True)  # fmt: skip
     process.start()
-    status, value = conn.recv()
+    # the child holds its end now; closing ours lets recv() see EOF if the child dies
+    child_conn.close()
+    try:
+        status, value = conn.recv()
+    except EOFError:  # it died before reporting (e.g. the builder did not unpickle there)
+        process.join()
+        raise RuntimeError(
+            f"{builder.__name__}'s worker exited with code {process.exitcode} before it was "
+            "ready (its traceback is on stderr above)"
+        ) from None
     if status != "ready":
         process.join()
         if status == "skip":
