@@ -1,6 +1,8 @@
 """The benchmark problems, each with scorejax and the alternatives a user would pick.
 
 Problems (sizes in ``sizes(quick)``):
+- normals: one ULA step's noise (1e4 x 2 standard normals a step), JAX's default threefry
+  keys against the same numbers through ``scorejax.prng.fast_key``, and torch.randn.
 - ula_mixture: ULA on the 2-D eight-Gaussian mixture energy, score by autodiff, h = 0.01.
 - ula_mlp: ULA on an MLP score 2-128-128-2 (SiLU), h = 0.01.
   At 1e4 chains it also times the MLP's dominant matmul alone (``*_matmul_only``): one
@@ -146,6 +148,36 @@ def _torch_both(name, builder, *args, **kwargs):
     megabytes. The targets are taken against the first."""
     return {name: _torch(builder, *args, **kwargs),
             f"{name}[malloc]": _torch(builder, *args, malloc_tuned=True, **kwargs)}  # fmt: skip
+
+
+def _normals(num_rows, num_steps, convert_key):
+    """A scan drawing ``jax.random.normal(fold_in(key, t), (num_rows, 2))`` at each step t."""
+
+    def factory():
+        def fn(key, x):
+            key = convert_key(key)
+
+            def body(x, t):
+                return x + jax.random.normal(jax.random.fold_in(key, t), x.shape), None
+
+            return jax.lax.scan(body, x, jnp.arange(num_steps, dtype=jnp.uint32))[0]
+
+        # the same options for both key kinds, so that the key is the only difference
+        x0 = jnp.zeros((num_rows, 2))
+        return jax_prepared(fn, jax.random.key(0), x0, options=sj.compiler_options())
+
+    return factory
+
+
+def normals_cases(cfg) -> list[Case]:
+    n, steps = 10_000, cfg["mixture_steps"]
+    impls = {
+        "scorejax": _normals(n, steps, sj.prng.fast_key),
+        "jax_threefry": _normals(n, steps, lambda key: key),
+        "torch_eager": _torch(torch_ref.normals, n, steps),
+    }
+    return [Case("normals", f"{n} x 2 normals x {steps} steps", "normals/s", 2 * n * steps,
+                 impls)]  # fmt: skip
 
 
 def _torch_mixture():
@@ -448,7 +480,8 @@ def sm_cost_cases(cfg) -> list[Case]:
 def all_cases(quick: bool) -> list[Case]:
     cfg = sizes(quick)
     return (
-        ula_mixture_cases(cfg)
+        normals_cases(cfg)
+        + ula_mixture_cases(cfg)
         + ula_mlp_cases(cfg, quick)
         + double_well_cases(cfg)
         + annealed_cases(cfg)

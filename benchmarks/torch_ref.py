@@ -76,6 +76,21 @@ def ula_mixture(mixture, num_chains, num_steps, step_size):
     return call
 
 
+def normals(num_rows, num_steps):
+    """``num_steps`` draws of (num_rows, 2) standard normals, added up as ULA's noise is."""
+    _require()
+
+    @torch.no_grad()
+    def call():
+        x = torch.zeros(num_rows, 2, device=_device())
+        for _ in range(num_steps):
+            x = x + torch.randn_like(x)
+        _sync()
+        return x
+
+    return call
+
+
 def ula_double_well(num_chains, num_steps, dim, step_size):
     """ULA on E(x) = 2 sum (x^2 - 1)^2, score by autograd."""
     _require()

@@ -71,6 +71,7 @@ from typing import NamedTuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from scorejax.prng import fast_key  # noqa: E402
 from scorejax.rbm import RBM, _check_rbm  # noqa: E402
 from scorejax.types import Key  # noqa: E402
 
@@ -261,7 +262,7 @@ def _rbm_ais(key, params, betas, base_bias, num_runs):
         logits = (1.0 - beta) * base_bias + beta * (params.b + h.astype(v.dtype) @ params.W.T)
         return jax.random.bernoulli(key_v, jax.nn.sigmoid(logits)).astype(v.dtype)
 
-    key_start, key_run = jax.random.split(key)
+    key_start, key_run = jax.random.split(fast_key(key))
     v = jax.random.bernoulli(
         key_start, jax.nn.sigmoid(base_bias), (num_runs, base_bias.shape[0])
     ).astype(jnp.float32)

@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from scorejax._checks import check_positive, check_positive_int
+from scorejax.prng import fast_key
 from scorejax.samplers.base import Sampler, count_nonfinite
 from scorejax.training import TrainState, fit, init_train_state, make_train_step, minibatches
 from scorejax.types import Array, Key
@@ -171,7 +172,7 @@ def gibbs_chain(key: Key, params: RBM, v: Array, num_steps: int) -> Array:
         key_h, key_v = jax.random.split(step_key)
         return params.sample_visible(key_v, params.sample_hidden(key_h, v)), None
 
-    v, _ = jax.lax.scan(body, v, jax.random.split(key, num_steps))
+    v, _ = jax.lax.scan(body, v, jax.random.split(fast_key(key), num_steps))
     return v
 
 

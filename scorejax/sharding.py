@@ -34,6 +34,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from scorejax._checks import check_positive_int
 from scorejax._compile import compiler_options, jit
+from scorejax.prng import fast_key
 from scorejax.samplers.base import RunResult, Sampler, _check_run_args, _run
 from scorejax.types import Array, Key, PyTree
 
@@ -196,8 +197,12 @@ def shard_train_step(train_step: Callable, mesh: Mesh) -> Callable:
     """
     replicated = NamedSharding(mesh, PartitionSpec())
     split = NamedSharding(mesh, PartitionSpec(_axis(mesh)))
+
+    def step(state, key, batch):
+        return train_step(state, fast_key(key), batch)  # same numbers, faster hash on CPU
+
     return jax.jit(
-        train_step,
+        step,
         compiler_options=compiler_options(),
         in_shardings=(replicated, replicated, split),
         out_shardings=replicated,

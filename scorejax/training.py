@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from scorejax._checks import check_positive_int
 from scorejax._compile import jit
+from scorejax.prng import fast_key
 from scorejax.types import Array, Key, LossFn, Params
 
 
@@ -101,6 +102,8 @@ def minibatches(data: Array, batch_size: int) -> Callable[[Key], Array]:
     donate_argnums=(0,),
 )
 def _scan_steps(state, key, train_step, batch_fn, num_steps, unroll=1):
+    key = fast_key(key)  # the same numbers, hashed in one fused loop on the CPU
+
     def body(state, step_key):
         key_batch, key_step = jax.random.split(step_key)
         return train_step(state, key_step, batch_fn(key_batch))

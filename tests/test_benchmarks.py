@@ -1,6 +1,7 @@
 """The benchmark harness: interleaved medians, ratios from the same run, clean skips."""
 
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -88,6 +89,17 @@ def _raises_skip():
     raise harness.Skip("no torch here")
 
 
+def _explode():
+    raise RuntimeError("cannot be rebuilt here")
+
+
+class _Unpicklable:
+    """Pickles in the parent; rebuilding it in the worker raises."""
+
+    def __reduce__(self):
+        return (_explode, ())
+
+
 def test_in_worker_runs_the_workload_in_its_own_process():
     # builder(*args) -> call: functools.partial(time.sleep, 0.05), built in the worker
     impl = harness.in_worker(functools.partial, time.sleep, 0.05)
@@ -103,6 +115,9 @@ def test_in_worker_runs_the_workload_in_its_own_process():
         harness.in_worker(_raises_skip)
     with pytest.raises(RuntimeError, match="ValueError"):
         harness.in_worker(int, "not a number")
+    # a worker that dies before it reports is an error naming its exit code, not a hang
+    with pytest.raises(RuntimeError, match="exited with code 1"):
+        harness.in_worker(functools.partial, _Unpicklable())
 
 
 _FAULTS = """
@@ -136,3 +151,19 @@ def test_keep_freed_memory_reuses_freed_blocks_without_page_faults():
     # with keep_freed_memory the second and third reuse the first's pages
     assert min(default) > 0.5 * default[0] and tuned[0] > 0
     assert max(tuned[1:]) < 0.01 * tuned[0]
+
+
+def test_command_line_writes_the_tables(tmp_path):
+    # python -m benchmarks end to end on its cheapest problem: rows, ratios and both files
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "JAX_PLATFORMS": "cpu"}
+    command = [sys.executable, "-m", "benchmarks", "--quick", "--only", "normals",
+               "--repeats", "2", "--out-dir", str(tmp_path)]  # fmt: skip
+    subprocess.run(command, env=env, check=True, capture_output=True, cwd=root, timeout=300)
+    report = json.loads((tmp_path / "quick.json").read_text())
+    rows = {r["impl"]: r for r in report["rows"] if r["problem"] == "normals"}
+    assert {"scorejax", "jax_threefry", "torch_eager"} <= set(rows)
+    mine = rows["scorejax"]
+    assert mine["x_vs_jax_threefry"] == rows["jax_threefry"]["median_s"] / mine["median_s"]
+    assert mine["throughput"] == pytest.approx(2 * 10_000 * 100 / mine["median_s"])
+    assert "| normals |" in (tmp_path / "quick.md").read_text()

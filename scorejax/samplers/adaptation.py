@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scorejax._checks import check_positive, check_positive_int
+from scorejax.prng import fast_key
 from scorejax.samplers.base import Sampler
 from scorejax.types import Array, Key
 
@@ -169,6 +170,6 @@ def _adapt(key, sampler, x0, num_steps, initial_step_size, target_acceptance):
 
     carry = (state, dual_averaging_init(initial_step_size))
     (state, averaging), (acceptance, step_sizes) = jax.lax.scan(
-        one_step, carry, jax.random.split(key, num_steps)
+        one_step, carry, jax.random.split(fast_key(key), num_steps)
     )
     return AdaptationResult(state, jnp.exp(averaging.log_step_size_avg), acceptance, step_sizes)

@@ -16,6 +16,7 @@ import numpy as np
 
 from scorejax._checks import check_positive_int
 from scorejax._compile import jit
+from scorejax.prng import fast_key
 from scorejax.types import Array, Key, PyTree
 
 
@@ -134,6 +135,7 @@ def run(
 
 @jit(static_argnames=("sampler", "num_steps", "thin", "unroll"))
 def _run(key, sampler, x0, num_steps, schedule, thin, unroll):
+    key = fast_key(key)  # the same numbers, hashed in one fused loop on the CPU
     state = sampler.init(x0)
     _, info_shape = jax.eval_shape(
         lambda k, s, sch: sampler.step(k, s, *sch),
