@@ -136,7 +136,8 @@ def fit(
     Args:
       train_step: from ``make_train_step`` (build it once; it is a static argument).
       state: initial TrainState.
-      key: PRNG key; one per step is split off inside.
+      key: PRNG key; one per step is split off inside (through ``scorejax.prng.fast_key``
+        on the CPU: the same numbers, drawn faster).
       batch_fn: ``batch_fn(key) -> batch``, e.g. ``partial(sample_two_gaussians, n=512)``
         curried as ``lambda k: sample_two_gaussians(k, 512)`` or ``minibatches(data, 512)``.
         Also a static argument: a new lambda on every ``fit`` call compiles again, so build
