@@ -54,12 +54,10 @@ def threefry2x32(key: Array, x1: Array, x2: Array) -> tuple[Array, Array]:
     return x1, x2
 
 
-def _counters(shape) -> tuple[Array, Array] | None:
-    """JAX's counters for an array of ``shape``: the high and low words of the row-major
-    flat index (``jax._src.random.prng.iota_2x32_shape``); None beyond 2^32 elements."""
+def _counters(shape) -> tuple[Array, Array]:
+    """JAX's counters for an array of fewer than 2^32 elements: the high and low words of
+    the row-major flat index (``jax._src.random.prng.iota_2x32_shape``), the high one 0."""
     size = math.prod(shape)
-    if size >= 2**32:
-        return None
     return jnp.zeros(shape, jnp.uint32), jax.lax.iota(jnp.uint32, size).reshape(shape)
 
 

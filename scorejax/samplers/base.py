@@ -61,11 +61,11 @@ def default_unroll() -> int:
     ULA on an MLP score and on the 2-D mixture, MALA and HMC (10^4 chains) unchanged, and
     sped up only the purely elementwise double well (4,096 x 32), by 1.3x, where XLA fuses
     consecutive steps into one pass; it lengthened compilation 1.3-1.65x everywhere. So
-    CPUs keep 1; pass ``unroll=4`` for a cheap elementwise energy. On a GPU a step is several small
-    kernels and the while-loop's per-iteration overhead dominates at few chains: the issue's
-    H100 reference figures (double well, 4,096 chains x 32 dims, 1,000 steps) fall from
-    7.8 ms to 1.29 ms with unroll=10 and from 202 to 176 ms with unroll=4 at 1,048,576
-    chains, so accelerators get 8. Pass ``unroll`` explicitly to override.
+    CPUs keep 1; pass ``unroll=4`` for a cheap elementwise energy. On a GPU a step is
+    several small kernels and the while-loop's per-iteration overhead dominates at few
+    chains: the issue's H100 reference figures (double well, 4,096 chains x 32 dims, 1,000
+    steps) fall from 7.8 ms to 1.29 ms with unroll=10 and from 202 to 176 ms with unroll=4
+    at 1,048,576 chains, so accelerators get 8. Pass ``unroll`` explicitly to override.
     """
     return 1 if jax.default_backend() == "cpu" else 8
 
