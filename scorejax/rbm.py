@@ -18,7 +18,7 @@ functions (exact and AIS) live in ``scorejax.partition``.
 """
 
 from collections.abc import Sequence
-from functools import partial
+from functools import cache, partial
 from typing import NamedTuple
 
 import jax
@@ -285,14 +285,13 @@ def train_rbm(
     _check_binary("data", data, np.shape(data)[-1] if np.ndim(data) == 2 else -1)
     key_init, key_chains, key_fit = jax.random.split(key, 3)
     params = init_rbm(key_init, data.shape[1], config.num_hidden, data)
-    optimizer = optax.chain(
-        optax.add_decayed_weights(config.weight_decay),
-        optax.sgd(
-            optax.linear_schedule(config.learning_rate, 0.0, config.num_steps)
-            if config.decay_learning_rate
-            else config.learning_rate,
-            momentum=config.momentum,
-        ),
+    optimizer, train_step = _rbm_training(
+        config.learning_rate,
+        config.num_steps if config.decay_learning_rate else None,
+        config.momentum,
+        config.weight_decay,
+        config.num_gibbs_steps,
+        config.persistent,
     )
     chains = None
     if config.persistent:
@@ -301,15 +300,29 @@ def train_rbm(
             (config.num_chains, data.shape[1]),
         ).astype(jnp.float32)  # fmt: skip
     state = init_train_state(params, optimizer, extra=chains)
-    train_step = make_rbm_train_step(
-        optimizer, num_gibbs_steps=config.num_gibbs_steps, persistent=config.persistent
-    )
     name = f"{'PCD' if config.persistent else 'CD'}-{config.num_gibbs_steps}"
     state, history = fit(
         train_step, state, key_fit, minibatches(data, config.batch_size),
         num_steps=config.num_steps, steps_per_call=500, progress=progress, description=name,
     )  # fmt: skip
     return state.params, history
+
+
+@cache
+def _rbm_training(learning_rate, decay_steps, momentum, weight_decay, num_gibbs_steps, persistent):
+    """``train_rbm``'s optimiser and train step, built once per setting: ``fit`` compiles per
+    train-step function, so a second ``train_rbm`` with the same hyper-parameters and data
+    shapes reuses the compiled loop instead of compiling again."""
+    schedule = learning_rate
+    if decay_steps is not None:
+        schedule = optax.linear_schedule(learning_rate, 0.0, decay_steps)
+    optimizer = optax.chain(
+        optax.add_decayed_weights(weight_decay), optax.sgd(schedule, momentum=momentum)
+    )
+    train_step = make_rbm_train_step(
+        optimizer, num_gibbs_steps=num_gibbs_steps, persistent=persistent
+    )
+    return optimizer, train_step
 
 
 # ---------------------------------------------------------------------------------------- DBN

@@ -5,6 +5,7 @@ compiles ``steps_per_call`` of them into one ``lax.scan`` and does the progress 
 history and logging in Python between calls, so no step waits on the host.
 """
 
+import functools
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -85,23 +86,31 @@ def make_train_step(
     return train_step
 
 
-def minibatches(data: Array, batch_size: int) -> Callable[[Key], Array]:
+def minibatches(data: Array, batch_size: int) -> jax.tree_util.Partial:
     """A batch sampler ``batch_fn(key) -> (batch_size, ...)`` drawing rows of ``data`` uniformly
-    with replacement, on device (no host round-trip inside ``fit``)."""
-    check_positive_int("batch_size", batch_size)
-    data = jnp.asarray(data)
+    with replacement, on device (no host round-trip inside ``fit``).
 
-    def batch_fn(key):
+    It is a ``jax.tree_util.Partial`` holding ``data`` as a leaf, so ``fit`` passes the data
+    to its compiled loop as an argument: the data are not baked into the program as a
+    constant, and a new sampler over data of the same shape and batch size reuses the
+    compiled loop.
+    """
+    check_positive_int("batch_size", batch_size)
+    return jax.tree_util.Partial(_row_sampler(batch_size), jnp.asarray(data))
+
+
+@functools.cache
+def _row_sampler(batch_size: int) -> Callable[[Array, Key], Array]:
+    # one function per batch size: a Partial's function is part of its tree structure, so
+    # samplers with equal batch sizes hit the same entry of jit's cache
+    def draw_rows(data, key):
         return data[jax.random.randint(key, (batch_size,), 0, data.shape[0])]
 
-    return batch_fn
+    return draw_rows
 
 
-@jit(
-    static_argnames=("train_step", "batch_fn", "num_steps", "unroll"),
-    donate_argnums=(0,),
-)
-def _scan_steps(state, key, train_step, batch_fn, num_steps, unroll=1):
+@jit(static_argnames=("train_step", "num_steps", "unroll"), donate_argnums=(0,))
+def _scan_steps(state, key, batch_fn, train_step, num_steps, unroll=1):
     key = fast_key(key)  # the same numbers, hashed in one fused loop on the CPU
 
     def body(state, step_key):
@@ -138,10 +147,11 @@ def fit(
       state: initial TrainState.
       key: PRNG key; one per step is split off inside (through ``scorejax.prng.fast_key``
         on the CPU: the same numbers, drawn faster).
-      batch_fn: ``batch_fn(key) -> batch``, e.g. ``partial(sample_two_gaussians, n=512)``
-        curried as ``lambda k: sample_two_gaussians(k, 512)`` or ``minibatches(data, 512)``.
-        Also a static argument: a new lambda on every ``fit`` call compiles again, so build
-        it once and pass the same function each time.
+      batch_fn: ``batch_fn(key) -> batch``, e.g. ``lambda k: sample_two_gaussians(k, 512)``
+        or ``minibatches(data, 512)``. A plain function is a static argument: a new lambda
+        on every ``fit`` call compiles again, so build it once and pass the same function
+        each time. A ``jax.tree_util.Partial`` (what ``minibatches`` returns) passes its
+        arrays as arguments instead, so new data of the same shapes reuse the program.
       num_steps: total steps; a last shorter call covers any remainder.
       steps_per_call: K steps per compiled call.
       progress: show the progress bar.
@@ -154,6 +164,9 @@ def fit(
     check_positive_int("num_steps", num_steps)
     check_positive_int("steps_per_call", steps_per_call)
     check_positive_int("unroll", unroll)
+    if not isinstance(batch_fn, jax.tree_util.Partial):
+        # a plain function becomes the static part of a Partial: jit caches on its identity
+        batch_fn = jax.tree_util.Partial(batch_fn)
     chunks: dict[str, list] = {}
     bar = tqdm(total=num_steps, desc=description, disable=not progress, leave=False)
 
@@ -169,7 +182,7 @@ def fit(
     while done < num_steps:
         k = min(steps_per_call, num_steps - done)
         key, call_key = jax.random.split(key)
-        state, metrics = _scan_steps(state, call_key, train_step, batch_fn, k, unroll)
+        state, metrics = _scan_steps(state, call_key, batch_fn, train_step, k, unroll)
         if pending is not None:
             collect(pending)
         pending = (metrics, k)

@@ -137,6 +137,24 @@ def test_training_raises_the_exact_log_likelihood(persistent):
     assert np.all(np.isfinite(history["loss"]))
 
 
+def test_train_rbm_again_compiles_nothing():
+    """A second train_rbm with the same config on new data of the same shape reuses the
+    compiled loop (no XLA compilation at all), and trains on the new data."""
+    _, data = _teacher_data(jax.random.key(10))
+    config = RBMTrainConfig(num_hidden=3, num_steps=20)
+    first, _ = train_rbm(jax.random.key(0), data, config, progress=False)
+    flipped = np.asarray(1.0 - data)
+    compiles = []
+    listener = lambda event, duration, **kwargs: compiles.append(event)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        second, _ = train_rbm(jax.random.key(0), flipped, config, progress=False)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert "/jax/core/compile/backend_compile_duration" not in compiles
+    assert not np.allclose(first.W, second.W)
+
+
 def test_pcd_keeps_its_chains_in_extra():
     params = init_rbm(jax.random.key(0), 6, 4)
     optimizer = optax.sgd(0.1)

@@ -2,6 +2,7 @@
 
 from functools import partial
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,3 +94,24 @@ def test_bad_input():
     state = sj.init_train_state({"w": jnp.zeros(2)}, optax.sgd(0.1))
     with pytest.raises(ValueError, match="num_steps"):
         sj.fit(step, state, jax.random.key(0), partial(jnp.zeros, (2, 2)), num_steps=0)
+
+
+def test_minibatches_pass_their_data_as_an_argument():
+    """Two samplers over different data of one shape share fit's compiled loop (the loss is
+    traced once), and each run sees its own data, not the first run's baked in."""
+    loss = chex.assert_max_traces(
+        lambda p, k, b: (quadratic_loss(p, k, b), {"mean": b.mean()}), n=1
+    )
+    optimizer = optax.sgd(0.1)
+    step = sj.make_train_step(loss, optimizer, has_aux=True)
+    means = []
+    for value in (0.0, 1.0):
+        state = sj.init_train_state({"w": jnp.zeros(2)}, optimizer)
+        batch_fn = sj.minibatches(jnp.full((10, 2), value), 4)
+        _, history = sj.fit(
+            step, state, jax.random.key(0), batch_fn, num_steps=3, steps_per_call=3,
+            progress=False,
+        )  # fmt: skip
+        means.append(history["mean"])
+    np.testing.assert_array_equal(means[0], 0.0)
+    np.testing.assert_array_equal(means[1], 1.0)
