@@ -19,6 +19,26 @@ import jax.numpy as jnp
 from scorejax.types import Array, EnergyFn, ScoreFn
 
 
+def readout_dot_general(lhs, rhs, dimension_numbers, precision=None):
+    """``lhs @ rhs`` for a dense layer's (fan_in, features) kernel, by the same numbers with a
+    cheaper weight gradient when the layer narrows (features < fan_in, e.g. 128 -> 2).
+
+    The kernel's gradient is the batch contraction h^T g. XLA's CPU dot computes it as a
+    (fan_in, features) product about 8x slower than the same sum laid out (features, fan_in)
+    (92 against 12 us for 512 x 128 x 2 on a 2-core AMD EPYC; ``benchmarks/``). Multiplying
+    by a transposed copy of the kernel makes autodiff produce the fast layout, and the
+    optimisation barrier stops XLA from folding the two transposes back into the slow
+    product. Parameters and outputs are unchanged (200 DSM steps gave the same losses to the
+    bit), and the DSM step at batch 512 with a 2-D output ran 1.19-1.20x faster (same-process
+    A/B). Widening layers keep the plain product: at 128 -> 1024 the layout was slower.
+    """
+    fan_in, features = rhs.shape
+    if dimension_numbers != (((lhs.ndim - 1,), (0,)), ((), ())) or features >= fan_in:
+        return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision)
+    rhs_t = jax.lax.optimization_barrier(rhs.T)
+    return jax.lax.dot_general(lhs, rhs_t, (((lhs.ndim - 1,), (1,)), ((), ())), precision)
+
+
 class MLP(nn.Module):
     """Dense layers with an activation between them and a linear output of ``out_dim``."""
 
@@ -31,7 +51,12 @@ class MLP(nn.Module):
     def __call__(self, x: Array) -> Array:
         for width in self.hidden:
             x = self.activation(nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32)(x))
-        out = nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=jnp.float32)(x)
+        out = nn.Dense(
+            self.out_dim,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            dot_general=readout_dot_general,
+        )(x)
         return out.astype(jnp.float32)
 
 
@@ -213,5 +238,7 @@ class ResNetEnergy(nn.Module):
             if stage < len(self.widths) - 1:
                 h = nn.avg_pool(h, (2, 2), strides=(2, 2))
         h = nn.silu(jnp.sum(h, axis=(1, 2)))
-        out = nn.Dense(1, dtype=self.dtype, param_dtype=jnp.float32)(h)
+        out = nn.Dense(
+            1, dtype=self.dtype, param_dtype=jnp.float32, dot_general=readout_dot_general
+        )(h)
         return out[0, 0].astype(jnp.float32)

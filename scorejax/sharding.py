@@ -178,13 +178,18 @@ def shard_batch_fn(batch_fn: Callable[[Key], Any], mesh: Mesh) -> Callable[[Key]
     Use it with ``fit`` and a replicated state: ``fit(train_step, replicate(state, mesh), key,
     shard_batch_fn(batch_fn, mesh), ...)``. XLA then computes each device's part of the loss
     and gradient and sums the gradients across devices (data parallelism), and the rest of
-    the user code is unchanged.
+    the user code is unchanged. A ``jax.tree_util.Partial`` (``minibatches``) stays one, so
+    its data remain an argument of ``fit``'s compiled loop.
     """
     sharding = NamedSharding(mesh, PartitionSpec(_axis(mesh)))
+    partial_fn = isinstance(batch_fn, jax.tree_util.Partial)
+    inner = batch_fn.func if partial_fn else batch_fn
 
-    def sharded(key):
-        return jax.lax.with_sharding_constraint(batch_fn(key), sharding)
+    def sharded(*args, **kwargs):
+        return jax.lax.with_sharding_constraint(inner(*args, **kwargs), sharding)
 
+    if partial_fn:
+        return jax.tree_util.Partial(sharded, *batch_fn.args, **batch_fn.keywords)
     return sharded
 
 

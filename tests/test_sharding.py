@@ -79,6 +79,15 @@ state_8, history_8 = sj.fit(train_step, sharding.replicate(fresh(), mesh), key,
                             steps_per_call=10, progress=False)
 np.testing.assert_allclose(history_8["loss"], history_1["loss"], rtol=1e-4)
 assert len(jax.tree_util.tree_leaves(state_8.params)[0].sharding.device_set) == 8
+# minibatches stay a Partial through shard_batch_fn: the data remain an argument of the loop
+rows = sj.minibatches(batch, 16)
+split_rows = sharding.shard_batch_fn(rows, mesh)
+assert [leaf.shape for leaf in jax.tree_util.tree_leaves(split_rows)] == [batch.shape]
+_, history_1 = sj.fit(train_step, fresh(), key, rows, num_steps=10, steps_per_call=10,
+                      progress=False)
+_, history_8 = sj.fit(train_step, sharding.replicate(fresh(), mesh), key, split_rows,
+                      num_steps=10, steps_per_call=10, progress=False)
+np.testing.assert_allclose(history_8["loss"], history_1["loss"], rtol=1e-4)
 print("SHARDING-OK")
 """
 )
