@@ -25,10 +25,10 @@ def readout_dot_general(lhs, rhs, dimension_numbers, precision=None):
 
     The kernel's gradient is the batch contraction h^T g. XLA's CPU dot computes it as a
     (fan_in, features) product about 8x slower than the same sum laid out (features, fan_in)
-    (92 against 12 us for 512 x 128 x 2 on a 2-core AMD EPYC; ``benchmarks/``). Multiplying
-    by a transposed copy of the kernel makes autodiff produce the fast layout, and the
-    optimisation barrier stops XLA from folding the two transposes back into the slow
-    product. Parameters and outputs are unchanged (200 DSM steps gave the same losses to the
+    (92 against 12 us for 512 x 128 x 2, 200 chained products timed alone on a 2-core AMD
+    EPYC). Multiplying by a transposed copy of the kernel makes autodiff produce the fast
+    layout, and the optimisation barrier stops XLA from folding the two transposes back
+    into the slow product. Parameters and outputs are unchanged (200 DSM steps gave the same losses to the
     bit), and the DSM step at batch 512 with a 2-D output ran 1.19-1.20x faster (same-process
     A/B). Widening layers keep the plain product: at 128 -> 1024 the layout was slower.
     """
