@@ -28,9 +28,10 @@ def readout_dot_general(lhs, rhs, dimension_numbers, precision=None):
     (92 against 12 us for 512 x 128 x 2, 200 chained products timed alone on a 2-core AMD
     EPYC). Multiplying by a transposed copy of the kernel makes autodiff produce the fast
     layout, and the optimisation barrier stops XLA from folding the two transposes back
-    into the slow product. Parameters and outputs are unchanged (200 DSM steps gave the same losses to the
-    bit), and the DSM step at batch 512 with a 2-D output ran 1.19-1.20x faster (same-process
-    A/B). Widening layers keep the plain product: at 128 -> 1024 the layout was slower.
+    into the slow product. Parameters and outputs are unchanged (200 DSM steps gave the same
+    losses to the bit), and the DSM step at batch 512 with a 2-D output ran 1.19-1.20x faster
+    (same-process A/B). Widening layers keep the plain product: at 128 -> 1024 the layout was
+    slower.
     """
     fan_in, features = rhs.shape
     if dimension_numbers != (((lhs.ndim - 1,), (0,)), ((), ())) or features >= fan_in:
