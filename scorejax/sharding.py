@@ -208,7 +208,7 @@ def shard_train_step(train_step: Callable, mesh: Mesh) -> Callable:
 
     return jax.jit(
         step,
-        compiler_options=compiler_options(),
+        compiler_options=compiler_options(training=True),
         in_shardings=(replicated, replicated, split),
         out_shardings=replicated,
         donate_argnums=(0,),

@@ -109,7 +109,7 @@ def _row_sampler(batch_size: int) -> Callable[[Array, Key], Array]:
     return draw_rows
 
 
-@jit(static_argnames=("train_step", "num_steps", "unroll"), donate_argnums=(0,))
+@jit(training=True, static_argnames=("train_step", "num_steps", "unroll"), donate_argnums=(0,))
 def _scan_steps(state, key, batch_fn, train_step, num_steps, unroll=1):
     key = fast_key(key)  # the same numbers, hashed in one fused loop on the CPU
 
