@@ -12,7 +12,8 @@ Problems (sizes in ``sizes(quick)``):
 - annealed: annealed Langevin, NoiseConditionalMLP, 10 levels; compile time at 10 and 200
   levels.
 - mala / hmc: on the mixture, against blackjax (5 leapfrog steps for HMC).
-- dsm_train / ncsn_train: a train step (Adam, EMA) on fresh mixture batches.
+- dsm_train / ncsn_train: a train step (Adam, EMA) on fresh mixture batches; also fit's loop
+  compiled with the samplers' XLA options (``scorejax[ynn_dots]``).
 - sm_cost: exact SM against SSM against DSM, MLP score in D dimensions.
 
 Each torch reference runs in a worker process of its own; where its tensors are megabytes
@@ -32,6 +33,7 @@ import optax
 import scorejax as sj
 from benchmarks import torch_ref
 from benchmarks.harness import Case, Prepared, Skip, in_worker
+from scorejax import training
 
 STEP_SIZE = 0.01
 
@@ -387,21 +389,41 @@ def mcmc_cases(cfg) -> list[Case]:
     return _mcmc_cases(cfg, "mala") + _mcmc_cases(cfg, "hmc")
 
 
-def _fit_factory(loss_fn, params, batch_fn, num_steps):
+def _fit_factory(loss_fn, params, batch_fn, num_steps, options=None):
+    """``fit`` as a user calls it, or with ``options``: fit's own compiled loop built with
+    those XLA options instead of fit's (``scorejax[ynn_dots]``: the samplers' options, so the
+    row measures what the training options, YNNPACK off, gain in the same run)."""
+
     def factory():
         optimizer = optax.adam(1e-3)
         train_step = sj.make_train_step(loss_fn, optimizer)
         holder = [sj.init_train_state(jax.tree_util.tree_map(jnp.copy, params), optimizer)]
         key = jax.random.key(1)
+        if options is None:
+
+            def call():
+                holder[0], _ = sj.fit(
+                    train_step, holder[0], key, batch_fn, num_steps=num_steps,
+                    steps_per_call=num_steps, progress=False,
+                )  # fmt: skip
+                return jax.block_until_ready(holder[0].params)
+
+            return Prepared(call)
+        batches = jax.tree_util.Partial(batch_fn)
+        start = time.perf_counter()
+        loop = jax.jit(
+            training._scan_steps.__wrapped__,
+            static_argnames=("train_step", "num_steps", "unroll"), donate_argnums=(0,),
+        ).lower(holder[0], key, batches, train_step=train_step, num_steps=num_steps)  # fmt: skip
+        loop = loop.compile(options)
+        compile_s = time.perf_counter() - start
 
         def call():
-            holder[0], _ = sj.fit(
-                train_step, holder[0], key, batch_fn, num_steps=num_steps,
-                steps_per_call=num_steps, progress=False,
-            )  # fmt: skip
+            holder[0], metrics = loop(holder[0], key, batches)
+            jax.device_get(metrics)  # as fit copies the metrics to the host
             return jax.block_until_ready(holder[0].params)
 
-        return Prepared(call)
+        return Prepared(call, compile_s)
 
     return factory
 
@@ -417,6 +439,9 @@ def train_cases(cfg) -> list[Case]:
         loss = partial(sj.dsm_loss, score_fn=sj.nets.apply_fn(model), sigma=0.1)
         impls = {
             "scorejax": _fit_factory(loss, params, batch_fn, steps),
+            "scorejax[ynn_dots]": _fit_factory(
+                loss, params, batch_fn, steps, options=sj.compiler_options()
+            ),
             **_torch_both("torch_eager", torch_ref.train, mixture_np, batch, steps, sigma=0.1),
         }
         cases.append(Case("dsm_train", f"batch {batch} x {steps} steps", "steps/s", steps,
@@ -427,6 +452,8 @@ def train_cases(cfg) -> list[Case]:
         ncsn_loss = partial(sj.ncsn_loss, score_fn=sj.nets.apply_fn(ncsn), sigmas=sigmas)
         impls = {
             "scorejax": _fit_factory(ncsn_loss, ncsn_params, batch_fn, steps),
+            "scorejax[ynn_dots]": _fit_factory(ncsn_loss, ncsn_params, batch_fn, steps,
+                                               options=sj.compiler_options()),
             **_torch_both("torch_eager", torch_ref.train, mixture_np, batch, steps,
                           sigmas=np.asarray(sigmas)),
         }  # fmt: skip

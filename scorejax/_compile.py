@@ -14,12 +14,15 @@ forward products it has the transposed products of the backward pass, and there 
 one thread at these sizes where XLA's dot ran two. Against YNNPACK for dots only, fit's loop
 ran 1.12-1.22x faster for DSM at batch 512 on the 2-D mixture MLP, 1.14x for NCSN, 1.28x for
 CD-10 and 1.13x for PCD with an MLP energy, 1.24x for sliced score matching, 1.05-1.28x for
-DSM at D = 2, 16 and 256 (batch 128), 1.17x for CD-1 on a 784-64 RBM, and 0.95x for DSM at D
-= 64 and 0.97x at batch 65,536; the losses were the same to the bit (NCSN's to 1e-7
-relative; 20-200 steps, 2-core AMD EPYC, 7-9 alternating rounds in one process). Samplers
-keep YNNPACK for dots: there XLA fused an MLP energy's whole forward and backward pass into
-one YNNPACK fusion, and turning it off slowed MLP ULA at 10^3 to 10^5 chains by 6-26%. Other
-backends, and a jaxlib that does not know the option, get XLA's defaults.
+DSM at D=2, 16 and 256 (batch 128), 1.17x for CD-1 on a 784-64 RBM, and 0.95x for DSM at
+D=64 and 0.97x at batch 65,536; the losses were the same to the bit (NCSN's to 1e-7
+relative; 20-200 steps, 2-core AMD EPYC, 7-9 alternating rounds in one process). ``python -m
+benchmarks --only dsm_train,ncsn_train`` measures it again: its ``scorejax[ynn_dots]`` rows
+run fit's loop with the samplers' options (1.14x DSM and 1.12x NCSN at batch 512, 1.00x and
+1.09x at 65,536, in one run). Samplers keep YNNPACK for dots: there XLA fused an MLP
+energy's whole forward and backward pass into one YNNPACK fusion, and turning it off slowed
+MLP ULA at 10^3 to 10^5 chains by 6-26%. Other backends, and a jaxlib that does not know the
+option, get XLA's defaults.
 """
 
 import functools
