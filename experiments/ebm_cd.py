@@ -97,7 +97,8 @@ def train(cfg, name, method, key):
     key_init, key_buffer, key_fit = jax.random.split(key, 3)
     params = model.init(key_init, jnp.zeros(2))
     optimizer = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adam(cfg.learning_rate))
-    make_sampler = lambda e: sj.ula(lambda x: -jax.grad(e)(x), cfg.step_size)
+    score_fn = sj.score_from_energy(energy_fn)
+    make_sampler = lambda params: sj.ula(partial(score_fn, params), cfg.step_size)
     noise_fn = sj.uniform_noise(-cfg.lim, cfg.lim, (2,))
     extra = None
     if method in ("cd1", "cd10"):
@@ -106,9 +107,9 @@ def train(cfg, name, method, key):
             alpha=cfg.alpha,
         )  # fmt: skip
     elif method == "pcd":
-        train_step = sj.make_pcd_train_step(
-            energy_fn, make_sampler, optimizer, num_mcmc_steps=cfg.pcd_steps, noise_fn=noise_fn,
-            reinit_fraction=cfg.reinit_fraction, alpha=cfg.alpha,
+        train_step = sj.make_cd_train_step(
+            energy_fn, make_sampler, optimizer, num_mcmc_steps=cfg.pcd_steps, persistent=True,
+            noise_fn=noise_fn, reinit_fraction=cfg.reinit_fraction, alpha=cfg.alpha,
         )  # fmt: skip
         extra = sj.replay_init(key_buffer, noise_fn, cfg.buffer_size)
     elif method == "dsm":

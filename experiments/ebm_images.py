@@ -79,10 +79,12 @@ def load(cfg):
     raise ValueError(f"dataset must be 'digits' or 'mnist', got {cfg.dataset!r}")
 
 
-def langevin_sampler(cfg, num_steps=None):
-    def make_sampler(e):
+def langevin_sampler(cfg, energy_fn):
+    score_fn = sj.score_from_energy(energy_fn)
+
+    def make_sampler(params):
         return sj.decoupled_langevin(
-            lambda x: -jax.grad(e)(x), cfg.step_size, cfg.noise_scale, clip_range=(0.0, 1.0)
+            partial(score_fn, params), cfg.step_size, cfg.noise_scale, clip_range=(0.0, 1.0)
         )
 
     return make_sampler
@@ -93,7 +95,7 @@ def chains(cfg, energy_fn, params, key, x0, num_steps):
 
     @partial(jax.jit, static_argnums=3)
     def go(params, key, x0, num_steps):
-        sampler = langevin_sampler(cfg)(partial(energy_fn, params))
+        sampler = langevin_sampler(cfg, energy_fn)(params)
         return sj.run_chains(key, sampler, x0, num_steps, unroll=num_steps).state.x
 
     # chunks of 20 unrolled steps keep the compile small
@@ -159,10 +161,11 @@ def main(cfg: Config) -> dict:
     )
     noise_fn = sj.uniform_noise(0.0, 1.0, shape)
     train_step = jax.jit(
-        sj.make_pcd_train_step(
-            energy_fn, langevin_sampler(cfg), optimizer, num_mcmc_steps=cfg.num_mcmc_steps,
-            noise_fn=noise_fn, reinit_fraction=cfg.reinit_fraction, alpha=cfg.alpha,
-            clip_range=(0.0, 1.0), unroll=cfg.num_mcmc_steps,
+        sj.make_cd_train_step(
+            energy_fn, langevin_sampler(cfg, energy_fn), optimizer,
+            num_mcmc_steps=cfg.num_mcmc_steps, persistent=True, noise_fn=noise_fn,
+            reinit_fraction=cfg.reinit_fraction, alpha=cfg.alpha, clip_range=(0.0, 1.0),
+            unroll=cfg.num_mcmc_steps,
         ),
         donate_argnums=0,
     )  # fmt: skip

@@ -19,16 +19,20 @@ import numpy as np
 
 from experiments.common import Timer, markdown_table, output_dir, parse_config, write_json
 from scorejax import data, plot
-from scorejax.partition import ais_betas, rbm_ais, rbm_log_likelihood, rbm_log_partition_exact
 from scorejax.rbm import (
     RBM,
     RBMTrainConfig,
+    ais_betas,
     base_rate_visible_bias,
-    gibbs_chain,
+    block_gibbs,
+    rbm_ais,
+    rbm_log_likelihood,
+    rbm_log_partition_exact,
     sample_dbn,
     train_dbn,
     train_rbm,
 )
+from scorejax.samplers import run_chains
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +176,7 @@ def main(cfg: Config) -> dict:
     axes[0].set_title("test data (binarised)")
     start = jax.random.bernoulli(key_start, 0.5, (100, train.shape[1])).astype(jnp.float32)
     for ax, (name, params) in zip(axes[1:], models.items(), strict=True):
-        v = gibbs_chain(key_samples, params, start, cfg.num_sample_steps)
+        v = run_chains(key_samples, block_gibbs(params), start, cfg.num_sample_steps).state.x
         probs = params.visible_probs(params.hidden_probs(v))
         plot.image_grid(ax, np.asarray(probs).reshape(-1, *shape))
         ax.set_title(f"{name} samples")

@@ -49,26 +49,26 @@ mean(x⁺²/2) − mean(x⁻²/2), and no gradient flows into the negatives.""")
     ("code", """energy = lambda w, x: 0.5 * w * jnp.sum(x**2)
 pos = jnp.array([[0.5], [1.0], [-0.3]])
 neg = jnp.array([[2.0], [-1.5]])
-grad_w, aux = jax.grad(lambda w: sj.cd_loss(w, pos, neg, energy_fn=energy), has_aux=True)(1.0)
+grad_w, aux = jax.grad(lambda w: sj.cd_loss(w, None, (pos, neg), energy_fn=energy), has_aux=True)(1.0)
 print("autodiff:", float(grad_w), " by hand:", float(jnp.mean(pos**2) / 2 - jnp.mean(neg**2) / 2))
 print(aux)"""),
     ("md", """## 2. CD-1, PCD and DSM on eight Gaussians
 
 Negatives come from any scorejax `Sampler`: here ULA at temperature 1. The train steps take a
-function `make_sampler(energy_of_one_x) -> Sampler`, so MALA or HMC plug in unchanged.
+function `make_sampler(params) -> Sampler`, so MALA or HMC plug in unchanged.
 Gradient clipping is optax's; the L2 penalty α(E(x⁺)² + E(x⁻)²) keeps energies near zero."""),
     ("code", """target = data.eight_gaussians()
 model = nets.MLPEnergy(hidden=HIDDEN)
 energy_fn = nets.apply_fn(model)
 optimizer = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(1e-3))
-make_sampler = lambda e: sj.ula(lambda x: -jax.grad(e)(x), 0.01)
+make_sampler = lambda params: sj.ula(partial(sj.score_from_energy(energy_fn), params), 0.01)
 noise_fn = sj.uniform_noise(-LIM, LIM, (2,))
 batch_fn = lambda k: data.sample_eight_gaussians(k, 256)
 
 steps = {
     "CD-1": sj.make_cd_train_step(energy_fn, make_sampler, optimizer, num_mcmc_steps=1,
                                   alpha=1e-3),
-    "PCD": sj.make_pcd_train_step(energy_fn, make_sampler, optimizer, num_mcmc_steps=10,
+    "PCD": sj.make_cd_train_step(energy_fn, make_sampler, optimizer, num_mcmc_steps=10, persistent=True,
                                   noise_fn=noise_fn, alpha=1e-3),
     "DSM": sj.make_train_step(partial(sj.dsm_loss, score_fn=sj.score_from_energy(energy_fn),
                                       sigma=0.1), optimizer),

@@ -4,6 +4,7 @@ Re-exports the public names; the logic lives in the modules.
 """
 
 from scorejax import (
+    checkpoint,
     data,
     diagnostics,
     ising,
@@ -18,7 +19,6 @@ from scorejax import (
     sharding,
     training,
 )
-from scorejax._compile import compiler_options
 from scorejax.diagnostics import effective_sample_size, split_rhat
 from scorejax.energies import (
     Banana,
@@ -27,7 +27,6 @@ from scorejax.energies import (
     GaussianMixture,
     Rings,
     boltzmann_probs,
-    log_partition_finite,
     mixture_of_experts,
     product_of_experts,
 )
@@ -42,18 +41,20 @@ from scorejax.losses import (
     ssm_vr_loss,
 )
 from scorejax.metrics import auroc
-from scorejax.partition import (
+from scorejax.partition import log_partition_finite, log_partition_quadrature
+from scorejax.rbm import (
+    RBM,
     ais_betas,
-    log_partition_quadrature,
+    block_gibbs,
     rbm_ais,
     rbm_log_likelihood,
     rbm_log_partition_exact,
+    train_dbn,
+    train_rbm,
 )
-from scorejax.rbm import RBM, block_gibbs, train_dbn, train_rbm
 from scorejax.replay import (
     ReplayBuffer,
     make_cd_train_step,
-    make_pcd_train_step,
     replay_init,
     replay_push,
     replay_sample,
@@ -68,10 +69,13 @@ from scorejax.samplers import (
     decoupled_langevin,
     hmc,
     mala,
+    metropolis_accept,
+    noise_conditional_ula,
     parallel_tempering,
     run,
     run_chains,
     rwm,
+    tweedie_denoise,
     ula,
     warn_if_diverged,
 )
@@ -98,7 +102,7 @@ __all__ = [
     "block_gibbs",
     "boltzmann_probs",
     "cd_loss",
-    "compiler_options",
+    "checkpoint",
     "data",
     "decoupled_langevin",
     "diagnostics",
@@ -117,14 +121,15 @@ __all__ = [
     "log_partition_finite",
     "log_partition_quadrature",
     "make_cd_train_step",
-    "make_pcd_train_step",
     "make_train_step",
     "mala",
     "metrics",
+    "metropolis_accept",
     "minibatches",
     "mixture_of_experts",
     "ncsn_loss",
     "nets",
+    "noise_conditional_ula",
     "parallel_tempering",
     "partition",
     "plot",
@@ -150,6 +155,7 @@ __all__ = [
     "train_dbn",
     "train_rbm",
     "training",
+    "tweedie_denoise",
     "ula",
     "uniform_noise",
     "warn_if_diverged",

@@ -1,82 +1,175 @@
-"""How scorejax compiles its loops: ``jax.jit`` with XLA options chosen for the backend.
+"""How scorejax compiles its outermost loops (private).
 
-On the CPU, recent XLA (jaxlib 0.10) hands reductions to YNNPACK fusions as well as dots.
-For the small reductions of a sampler step (over the 8 components and 2 coordinates of a
-mixture energy, per chain) those fusions were slow: ULA on the 2-D eight-Gaussian mixture at
-10^4 chains ran at 5.4e6 chain-steps/s with XLA's default and 1.6e7 with YNNPACK kept for
-dots only, the same numbers up to float32 summation order (2-core CPU, 11 shuffled rounds in
-one process). The MLP score's ULA step was within noise (+10%), the double well unchanged.
-So scorejax compiles its samplers with YNNPACK fusing dots only.
+``jit`` is ``jax.jit`` with one rule for every argument: arrays are data, everything else
+is code (DESIGN §17). Every JAX or NumPy array reachable in an argument's pytree is traced;
+everything else (functions, ints, strings, None, Python floats) is held static and is part
+of the compilation cache's key. ``functools.partial`` objects and bound methods count as
+pytrees of their arguments, so a sampler rebuilt with a new step size, or a score function
+``partial(score_fn, params)`` with new parameters, reuses the compiled program. A plain
+closure (``lambda x: score_fn(params, x)``) is code: a new one compiles again.
 
-Training loops (``fit``, ``shard_train_step``) compile with YNNPACK off, XLA's own dots and
-reductions. A train step differentiates with respect to the parameters, so besides the
-forward products it has the transposed products of the backward pass, and there YNNPACK ran
-one thread at these sizes where XLA's dot ran two. Against YNNPACK for dots only, fit's loop
-ran 1.12-1.22x faster for DSM at batch 512 on the 2-D mixture MLP, 1.14x for NCSN, 1.28x for
-CD-10 and 1.13x for PCD with an MLP energy, 1.24x for sliced score matching, 1.05-1.28x for
-DSM at D=2, 16 and 256 (batch 128), 1.17x for CD-1 on a 784-64 RBM, and 0.95x for DSM at
-D=64 and 0.97x at batch 65,536; the losses were the same to the bit (NCSN's to 1e-7
-relative; 20-200 steps, 2-core AMD EPYC, 7-9 alternating rounds in one process). ``python -m
-benchmarks --only dsm_train,ncsn_train`` measures it again: its ``scorejax[ynn_dots]`` rows
-run fit's loop with the samplers' options (1.14x DSM and 1.12x NCSN at batch 512, 1.00x and
-1.09x at 65,536, in one run). Samplers keep YNNPACK for dots: there XLA fused an MLP
-energy's whole forward and backward pass into one YNNPACK fusion, and turning it off slowed
-MLP ULA at 10^3 to 10^5 chains by 6-26%. Other backends, and a jaxlib that does not know the
-option, get XLA's defaults.
+On the CPU the two outermost loops (the sampler runner and ``fit``'s scan) also pass XLA
+options, chosen per kind of program, when the jaxlib is one they were measured on; any
+other jaxlib or backend gets plain ``jax.jit``. The measurements are in
+docs/performance.md.
 """
 
 import functools
+import inspect
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
-_CPU_TRAINING_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}  # YNNPACK off
+# YNNPACK fuses dots only in samplers, and is off in training loops (docs/performance.md)
+_SAMPLER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+_TRAINING_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+_MEASURED_JAXLIB = "0.10."  # the options name an experimental flag of this jaxlib series
 
 
 @functools.cache
-def compiler_options(training: bool = False) -> dict:
-    """The XLA options scorejax's runners compile with here (empty off the CPU).
+def _options(training: bool) -> tuple:
+    """The XLA options for a top-level loop here, as a hashable tuple (empty off the CPU or
+    on a jaxlib the options were not measured on)."""
+    from jaxlib import version
 
-    ``training=True`` gives those of its training loops (``fit``, ``shard_train_step``),
-    otherwise those of its samplers. Pass them to your own
-    ``jax.jit(..., compiler_options=sj.compiler_options())`` when you wrap scorejax's
-    samplers (or, with ``training=True``, a train step) in a jit of your own: the outermost
-    jit's options are the ones XLA uses.
-    """
-    if jax.default_backend() != "cpu":
-        return {}
-    options = _CPU_TRAINING_OPTIONS if training else _CPU_OPTIONS
+    if jax.default_backend() != "cpu" or not version.__version__.startswith(_MEASURED_JAXLIB):
+        return ()
+    options = _TRAINING_OPTIONS if training else _SAMPLER_OPTIONS
     try:
         jax.jit(lambda x: x + 1, compiler_options=options).lower(np.float32(0)).compile()
-    except Exception:  # a jaxlib without the option: keep XLA's defaults
-        return {}
-    return dict(options)
+    except Exception:  # the option is gone from this build: plain jit
+        return ()
+    return tuple(options.items())
 
 
-def jit(fn=None, *, training: bool = False, **jit_kwargs):
-    """``jax.jit`` with ``compiler_options(training)`` when called at top level.
+def _is_array(x) -> bool:
+    return isinstance(x, jax.Array | np.ndarray | np.generic)
 
-    JAX accepts compiler options on the outermost jit only, so inside another transformation
-    (a user's jit or vmap, or scorejax's own ``run_chains``) the function is jitted plainly
-    and the outer program's options apply. The options are looked up at call time, not at
-    import: importing scorejax must not start JAX's backend (``jax.distributed.initialize``
-    has to come first on several hosts).
+
+def _is_callable_data(x) -> bool:
+    return isinstance(x, functools.partial) or inspect.ismethod(x)
+
+
+def _as_pytree(tree):
+    """``tree`` with every functools.partial and bound method made a jax Partial, recursively,
+    so that the arrays they hold are leaves."""
+
+    def convert(x):
+        if isinstance(x, functools.partial):
+            args = _as_pytree(x.args)
+            keywords = _as_pytree(dict(x.keywords))
+            return jax.tree_util.Partial(convert(x.func), *args, **keywords)
+        if inspect.ismethod(x):
+            return jax.tree_util.Partial(x.__func__, _as_pytree(x.__self__))
+        return x
+
+    return jax.tree_util.tree_map(convert, tree, is_leaf=_is_callable_data)
+
+
+class _ById:
+    """An unhashable static value, compared by identity (a new one compiles again)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __hash__(self):
+        return id(self.value)
+
+    def __eq__(self, other):
+        return isinstance(other, _ById) and other.value is self.value
+
+
+def _hashable(x):
+    try:
+        hash(x)
+    except TypeError:
+        return _ById(x)
+    return x
+
+
+class _Static:
+    """The non-array part of an argument: its tree structure and its non-array leaves."""
+
+    __slots__ = ("_hash", "leaves", "treedef")
+
+    def __init__(self, treedef, leaves):
+        self.treedef = treedef
+        self.leaves = tuple(leaves)
+        self._hash = hash((treedef, self.leaves))
+
+    def __hash__(self):
+        return self._hash
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, _Static)
+            and self.treedef == other.treedef
+            and self.leaves == other.leaves
+        )
+
+
+_ARRAY = object()  # marks where an array leaf goes back
+
+
+def partition(tree):
+    """Split ``tree`` into its arrays (a tuple) and a hashable static rest."""
+    leaves, treedef = jax.tree_util.tree_flatten(_as_pytree(tree))
+    arrays = tuple(leaf for leaf in leaves if _is_array(leaf))
+    static = [_ARRAY if _is_array(leaf) else _hashable(leaf) for leaf in leaves]
+    return arrays, _Static(treedef, static)
+
+
+def combine(arrays, static):
+    """Inverse of ``partition``."""
+    it = iter(arrays)
+    leaves = [
+        next(it) if leaf is _ARRAY else (leaf.value if isinstance(leaf, _ById) else leaf)
+        for leaf in static.leaves
+    ]
+    return jax.tree_util.tree_unflatten(static.treedef, leaves)
+
+
+@functools.cache
+def _compiled(fn, num_args: int, donate_argnums: tuple, options: tuple):
+    def inner(*parts):
+        *arrays, statics = parts
+        values = [combine(a, s) for a, s in zip(arrays, statics, strict=True)]
+        return fn(*values[:num_args], **values[num_args])
+
+    kwargs = {"compiler_options": dict(options)} if options else {}
+    return jax.jit(inner, static_argnums=(num_args + 1,), donate_argnums=donate_argnums, **kwargs)
+
+
+def jit(fn=None, *, training: bool | None = None, donate_argnums: tuple = ()):
+    """``jax.jit`` for scorejax's loops: arrays traced, everything else static (see above).
+
+    ``training`` picks the XLA options of a top-level training loop (True), sampler loop
+    (False), or none (None). Options apply only at top level: under a user's ``jit`` or
+    ``vmap`` the outer program's own options rule, so the function is jitted plainly.
+    ``donate_argnums`` donates those positional arguments' arrays.
     """
     if fn is None:
-        return functools.partial(jit, training=training, **jit_kwargs)
-    plain = jax.jit(fn, **jit_kwargs)
-    tuned = {}  # one jit per set of options (they are fixed for a process; tests patch them)
+        return functools.partial(jit, training=training, donate_argnums=donate_argnums)
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        leaves = jax.tree_util.tree_leaves((args, kwargs))
-        if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
-            return plain(*args, **kwargs)
-        options = compiler_options(training)
-        name = tuple(options.items())
-        if name not in tuned:
-            tuned[name] = jax.jit(fn, compiler_options=options, **jit_kwargs)
-        return tuned[name](*args, **kwargs)
+        parts = [partition(a) for a in args] + [partition(kwargs)]
+        arrays = [p[0] for p in parts]
+        statics = tuple(p[1] for p in parts)
+        traced = any(isinstance(a, jax.core.Tracer) for group in arrays for a in group)
+        options = () if training is None or traced else _options(training)
+        compiled = _compiled(fn, len(args), tuple(donate_argnums), options)
+        return compiled(*arrays, statics)
 
     return call
+
+
+def as_data(value):
+    """A number given as a Python float or int becomes a (weakly typed) array, so that it is
+    data to ``jit`` (a new value reuses the program); arrays pass through."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    return jnp.asarray(float(value))

@@ -16,8 +16,15 @@ P_k = rho_{2k} + rho_{2k+1} are kept while positive and made non-increasing, and
     tau = -1 + 2 sum_k P_k,      ESS = M N / tau.
 
 For an AR(1) chain with coefficient phi, tau = (1 + phi) / (1 - phi) (the tests check it).
+
+Degenerate input is defined, not garbage: an event entry with a NaN draw gets NaN (with a
+RuntimeWarning); a constant entry (every draw of every chain equal) has a mean known
+exactly, so its tau is 1, its ESS M N, its MCSE 0 and its split R-hat 1; integer draws are
+treated as floats. Chains that are each constant at different values have W = 0 < B: R-hat
+is infinite there and ESS small, as chains that never move should have.
 """
 
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -35,7 +42,31 @@ def _check_samples(name: str, x, min_draws: int = 4) -> Array:
         )
     if np.shape(x)[1] < min_draws:
         raise ValueError(f"{name} needs at least {min_draws} draws, got shape {np.shape(x)}")
-    return jnp.asarray(x, jnp.float32)
+    dtype = jnp.result_type(x)
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise ValueError(f"{name} must hold real numbers, got {dtype}")
+    x = jnp.asarray(x, jnp.result_type(float) if jnp.issubdtype(dtype, jnp.integer) else dtype)
+    try:
+        num_nan = int(jnp.sum(jnp.isnan(x)))
+    except jax.errors.ConcretizationTypeError:  # traced: the NaN results speak for themselves
+        num_nan = 0
+    if num_nan:
+        warnings.warn(
+            f"{name} has {num_nan} NaN draw(s): the statistics of the entries concerned are NaN",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return x
+
+
+def _with_nan(value: Array, x: Array) -> Array:
+    """``value`` (per event entry) with NaN where any draw of that entry is NaN."""
+    return jnp.where(jnp.any(jnp.isnan(x), axis=(0, 1)), jnp.nan, value)
+
+
+def _constant(x: Array) -> Array:
+    """Per event entry: every draw of every chain equal."""
+    return jnp.all(x == x[:1, :1], axis=(0, 1))
 
 
 def _autocovariance(x: Array) -> Array:
@@ -57,14 +88,20 @@ def autocorrelation(x: Array) -> Array:
     Returns:
       (num_draws, ...) autocorrelations pooled over chains, rho_0 = 1.
     """
-    x = _check_samples("x", x)
+    return _autocorrelation(_check_samples("x", x))
+
+
+def _autocorrelation(x: Array) -> Array:
     n = x.shape[1]
     acov = _autocovariance(x)  # (M, N, ...)
     within = jnp.mean(acov[:, 0] * n / (n - 1.0), axis=0)  # W: mean of s_m^2
     chain_means = jnp.mean(x, axis=1)
     between = n * jnp.var(chain_means, axis=0, ddof=1) if x.shape[0] > 1 else 0.0
     var_plus = (n - 1.0) / n * within + between / n
-    return 1.0 - (within - jnp.mean(acov, axis=0)) / var_plus
+    rho = 1.0 - (within - jnp.mean(acov, axis=0)) / jnp.where(var_plus > 0, var_plus, 1.0)
+    # a constant entry: uncorrelated by definition (rho_0 = 1, rho_t = 0)
+    lag0 = (jnp.arange(n) == 0).reshape((n,) + (1,) * (x.ndim - 2))
+    return jnp.where(_constant(x), lag0.astype(rho.dtype), rho)
 
 
 def integrated_autocorrelation_time(x: Array) -> Array:
@@ -80,12 +117,17 @@ def integrated_autocorrelation_time(x: Array) -> Array:
     Returns:
       (...) tau per event entry (1 for independent draws, (1 + phi)/(1 - phi) for AR(1)).
     """
-    rho = autocorrelation(x)
+    return _tau(_check_samples("x", x))
+
+
+def _tau(x: Array) -> Array:
+    rho = _autocorrelation(x)
     num_pairs = rho.shape[0] // 2
     pairs = rho[0 : 2 * num_pairs : 2] + rho[1 : 2 * num_pairs : 2]  # (K, ...)
     positive = jnp.cumprod(pairs > 0, axis=0).astype(bool)
     monotone = jax.lax.cummin(jnp.where(positive, pairs, jnp.inf), axis=0)
-    return -1.0 + 2.0 * jnp.sum(jnp.where(positive, monotone, 0.0), axis=0)
+    tau = -1.0 + 2.0 * jnp.sum(jnp.where(positive, monotone, 0.0), axis=0)
+    return _with_nan(jnp.where(_constant(x), 1.0, tau), x)
 
 
 def effective_sample_size(x: Array) -> Array:
@@ -98,7 +140,7 @@ def effective_sample_size(x: Array) -> Array:
       (...) effective sample size per event entry.
     """
     x = _check_samples("x", x)
-    return x.shape[0] * x.shape[1] / integrated_autocorrelation_time(x)
+    return x.shape[0] * x.shape[1] / _tau(x)
 
 
 def mcse(x: Array) -> Array:
@@ -112,7 +154,7 @@ def mcse(x: Array) -> Array:
     """
     x = _check_samples("x", x)
     sd = jnp.std(x.reshape(-1, *x.shape[2:]), axis=0, ddof=1)
-    return sd / jnp.sqrt(effective_sample_size(x))
+    return sd / jnp.sqrt(x.shape[0] * x.shape[1] / _tau(x))
 
 
 def split_rhat(x: Array) -> Array:
@@ -137,7 +179,10 @@ def split_rhat(x: Array) -> Array:
     within = jnp.mean(jnp.var(halves, axis=1, ddof=1), axis=0)
     between = n * jnp.var(jnp.mean(halves, axis=1), axis=0, ddof=1)
     var_plus = (n - 1.0) / n * within + between / n
-    return jnp.sqrt(var_plus / within)
+    rhat = jnp.sqrt(var_plus / jnp.where(within > 0, within, 1.0))
+    # chains that never move: agreeing ones (B = 0) have converged, differing ones never will
+    rhat = jnp.where(within > 0, rhat, jnp.where(between > 0, jnp.inf, 1.0))
+    return _with_nan(rhat, x)
 
 
 class AcceptanceSummary(NamedTuple):

@@ -15,11 +15,28 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp, ndtr
 
 from scorejax.types import Array, Key
 
 _LOG_2PI = math.log(2.0 * math.pi)  # a Python float: importing scorejax starts no JAX backend
+
+
+def _check_example(x, dim) -> None:
+    """An analytic target takes one example x of shape (D,): a batch must be vmapped, or it
+    would broadcast silently against the target's own axes (K components of a mixture)."""
+    if np.ndim(x) != 1 or (dim is not None and np.shape(x)[0] != dim):
+        expected = "(D,)" if dim is None else f"({dim},)"
+        raise ValueError(
+            f"x must be one example of shape {expected} (batch with jax.vmap), "
+            f"got shape {np.shape(x)}"
+        )
+
+
+def _normalised_log_weights(weights: Array) -> Array:
+    log_w = jnp.log(jnp.asarray(weights))
+    return log_w - logsumexp(log_w)
 
 
 def boltzmann_probs(energies: Array, temperature: float = 1.0) -> Array:
@@ -38,11 +55,6 @@ def boltzmann_probs(energies: Array, temperature: float = 1.0) -> Array:
     return jax.nn.softmax(-jnp.asarray(energies) / temperature)
 
 
-def log_partition_finite(energies: Array, temperature: float = 1.0) -> Array:
-    """log Z = log sum_i exp(-E_i / T) over a finite set of states, computed stably."""
-    return logsumexp(-jnp.asarray(energies) / temperature)
-
-
 class Gaussian(NamedTuple):
     """Multivariate normal N(mean, cov) with full covariance.
 
@@ -58,6 +70,7 @@ class Gaussian(NamedTuple):
 
     def energy(self, x: Array) -> Array:
         """E(x) = 1/2 (x - mu)^T Sigma^{-1} (x - mu)."""
+        _check_example(x, np.shape(self.mean)[-1])
         z = jax.scipy.linalg.solve_triangular(self._cholesky(), x - self.mean, lower=True)
         return 0.5 * jnp.sum(z**2)
 
@@ -72,6 +85,7 @@ class Gaussian(NamedTuple):
 
     def score(self, x: Array) -> Array:
         """Closed-form score -Sigma^{-1}(x - mu)."""
+        _check_example(x, np.shape(self.mean)[-1])
         return -jnp.linalg.solve(self.cov, x - self.mean)
 
     def sample(self, key: Key, n: int) -> Array:
@@ -87,14 +101,16 @@ class Gaussian(NamedTuple):
 class GaussianMixture(NamedTuple):
     """Mixture sum_k w_k N(mu_k, diag(s_k^2)) with isotropic (K,) or diagonal (K, D) scales.
 
-    E(x) = -log p(x) (so log Z = 0). ``noised(sigma)`` is the exact convolution with
-    N(0, sigma^2 I): each component's variance grows by sigma^2 (the perturbed data
+    E(x) = -log p(x) (so log Z = 0). The weights are normalised wherever they are used
+    (w_k / sum_j w_j in ``log_prob``, ``score`` and ``sample`` alike), so unnormalised
+    positive weights define the same mixture. ``noised(sigma)`` is the exact convolution
+    with N(0, sigma^2 I): each component's variance grows by sigma^2 (the perturbed data
     distribution q_sigma of Song & Ermon 2019, Section 4.2).
     """
 
     means: Array  # (K, D)
     scales: Array  # (K,) isotropic or (K, D) diagonal
-    weights: Array  # (K,) summing to one
+    weights: Array  # (K,) positive (normalised on use)
 
     def _scales(self) -> Array:
         scales = jnp.asarray(self.scales)
@@ -103,11 +119,12 @@ class GaussianMixture(NamedTuple):
         return jnp.broadcast_to(scales, self.means.shape)
 
     def component_log_probs(self, x: Array) -> Array:
-        """(K,) log w_k + log N(x; mu_k, diag(s_k^2))."""
+        """(K,) log w_k + log N(x; mu_k, diag(s_k^2)), w normalised."""
+        _check_example(x, np.shape(self.means)[-1])
         scales = self._scales()
         z = (x - self.means) / scales
         log_norm = -0.5 * jnp.sum(z**2 + _LOG_2PI + 2 * jnp.log(scales), axis=-1)
-        return jnp.log(self.weights) + log_norm
+        return _normalised_log_weights(self.weights) + log_norm
 
     def log_prob(self, x: Array) -> Array:
         """log p(x) = logsumexp_k [log w_k + log N(x; mu_k, diag(s_k^2))]."""
@@ -129,7 +146,8 @@ class GaussianMixture(NamedTuple):
     def sample(self, key: Key, n: int) -> Array:
         """n exact samples: a component by its weight, then its Gaussian. Returns (n, D)."""
         key_k, key_z = jax.random.split(key)
-        k = jax.random.choice(key_k, self.means.shape[0], (n,), p=self.weights)
+        p = jnp.asarray(self.weights) / jnp.sum(self.weights)
+        k = jax.random.choice(key_k, self.means.shape[0], (n,), p=p)
         z = jax.random.normal(key_z, (n, self.means.shape[1]))
         return self.means[k] + self._scales()[k] * z
 
@@ -167,10 +185,12 @@ class DoubleWell(NamedTuple):
 
     def energy(self, x: Array) -> Array:
         """E(x) = barrier (x_1^2 - 1)^2 + 1/2 sum_{i>1} x_i^2."""
+        _check_example(x, None)
         return self.barrier * (x[0] ** 2 - 1.0) ** 2 + 0.5 * jnp.sum(x[1:] ** 2)
 
     def score(self, x: Array) -> Array:
         """Closed form: (-4 barrier x_1 (x_1^2 - 1), -x_2, ..., -x_D)."""
+        _check_example(x, None)
         return (-x).at[0].set(-4.0 * self.barrier * x[0] * (x[0] ** 2 - 1.0))
 
     def _grid(self):
@@ -210,12 +230,13 @@ class Rings(NamedTuple):
     """Concentric rings in 2-D: p(x) = sum_k w_k exp(-(|x| - r_k)^2 / (2 s^2)) / C_k.
 
     C_k = 2 pi [s^2 exp(-r_k^2 / 2 s^2) + r_k s sqrt(2 pi) Phi(r_k / s)] normalises each ring
-    (the radial integral of r exp(-(r - r_k)^2 / 2 s^2) over r > 0). E(x) = -log p(x).
+    (the radial integral of r exp(-(r - r_k)^2 / 2 s^2) over r > 0). E(x) = -log p(x). The
+    weights are normalised wherever they are used.
     """
 
     radii: Array  # (K,)
     scale: Array  # scalar ring width s
-    weights: Array  # (K,)
+    weights: Array  # (K,) positive (normalised on use)
 
     def _log_norms(self) -> Array:
         r, s = self.radii, self.scale
@@ -223,10 +244,11 @@ class Rings(NamedTuple):
         return jnp.log(2 * jnp.pi * c)
 
     def component_log_probs(self, x: Array) -> Array:
-        """(K,) log w_k - (|x| - r_k)^2 / 2 s^2 - log C_k."""
+        """(K,) log w_k - (|x| - r_k)^2 / 2 s^2 - log C_k, w normalised."""
+        _check_example(x, 2)
         radius = _safe_norm(x)
         return (
-            jnp.log(self.weights)
+            _normalised_log_weights(self.weights)
             - (radius - self.radii) ** 2 / (2 * self.scale**2)
             - self._log_norms()
         )
@@ -253,7 +275,8 @@ class Rings(NamedTuple):
         """n samples: a ring by weight, the radius by inverse CDF of r exp(-(r - r_k)^2/2s^2)
         on a fine grid, the angle uniform. Returns (n, 2)."""
         key_k, key_r, key_a = jax.random.split(key, 3)
-        k = jax.random.choice(key_k, self.radii.shape[0], (n,), p=self.weights)
+        p = jnp.asarray(self.weights) / jnp.sum(self.weights)
+        k = jax.random.choice(key_k, self.radii.shape[0], (n,), p=p)
         top = jnp.max(self.radii) + 10 * self.scale
         grid = jnp.linspace(0.0, top, 4001)
         log_f = jnp.log(grid + 1e-30)[None] - (grid[None] - self.radii[:, None]) ** 2 / (
@@ -277,6 +300,7 @@ class Banana(NamedTuple):
     curvature: Array  # b
 
     def _u(self, x):
+        _check_example(x, 2)
         return x[1] - self.curvature * (x[0] ** 2 - self.scale**2)
 
     def log_prob(self, x: Array) -> Array:

@@ -15,18 +15,24 @@ the observed image times a strength (``denoising_posterior``).
 Kernels follow the Sampler contract (``init(x) -> state``, ``step(key, state, beta) ->
 (state, info)``; ``scorejax.samplers.run`` scans them, ``jax.vmap`` runs many chains), and
 ``step`` takes a per-step ``beta`` override so annealing is ``run(..., schedule=(betas,))``.
+Their accept steps are the library's one ``metropolis_accept``, their info its
+``MetropolisInfo``. Exact results and Onsager's curves compute in the precision of the
+model's numbers (float64 when ``jax_enable_x64`` is on and they are float64 or Python
+floats).
 """
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
+from jax.tree_util import Partial
 
 from scorejax._checks import check_positive, check_positive_int
+from scorejax._compile import jit
 from scorejax.samplers.base import RunResult, Sampler, count_nonfinite, run
+from scorejax.samplers.mcmc import MetropolisInfo, metropolis_accept
 from scorejax.types import Array, Key
 
 
@@ -87,6 +93,17 @@ def _checkerboard(shape) -> Array:
     return jnp.asarray((i + j) % 2 == 0)
 
 
+def _spins(x) -> Array:
+    """A configuration as a float array (integer spins +-1 become JAX's default float)."""
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
+
+
+def _float_dtype(*values):
+    """The floating dtype of ``values`` (Python floats count as JAX's default float)."""
+    return jnp.result_type(*values, 1.0)
+
+
 # ----------------------------------------------------------------------------- exact results
 
 
@@ -104,12 +121,13 @@ class IsingExact(NamedTuple):
     specific_heat: Array
 
 
-def all_spin_states(size: int) -> Array:
-    """All 2^(size^2) configurations of a size x size lattice, shape (2^N, size, size)."""
-    check_positive_int("size", size)
+def all_spin_states(size: int, dtype=None) -> Array:
+    """All 2^(size^2) configurations of a size x size lattice, shape (2^N, size, size), in
+    ``dtype`` (JAX's default float when None)."""
+    size = check_positive_int("size", size)
     n = size * size
     bits = (np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1
-    return jnp.asarray(2 * bits - 1, jnp.float32).reshape(-1, size, size)
+    return jnp.asarray(2 * bits - 1, dtype or jnp.result_type(float)).reshape(-1, size, size)
 
 
 def ising_enumerate(model: Ising, size: int) -> IsingExact:
@@ -136,9 +154,9 @@ def ising_enumerate(model: Ising, size: int) -> IsingExact:
     return _ising_enumerate(model, size)
 
 
-@partial(jax.jit, static_argnums=(1,))
+@jit
 def _ising_enumerate(model, size):
-    states = all_spin_states(size)
+    states = all_spin_states(size, _float_dtype(model.coupling, model.field, model.beta))
     n = size * size
     energies = jax.vmap(model.energy)(states)
     log_w = -model.beta * energies
@@ -178,7 +196,7 @@ def onsager_energy_per_site(beta: Array, coupling=1.0) -> Array:
     sqrt(1 - q^2) = |1 - sinh^2(2K)| / cosh^2(2K), exact in floating point near T_c, where
     K_1 diverges logarithmically but its prefactor vanishes (u(T_c) = -sqrt(2) J).
     """
-    k = jnp.asarray(beta, jnp.float32) * coupling
+    k = jnp.asarray(beta, _float_dtype(beta, coupling)) * coupling
     sinh, cosh = jnp.sinh(2 * k), jnp.cosh(2 * k)
     k_prime = jnp.abs(1.0 - sinh**2) / cosh**2
     prefactor = 2.0 * jnp.tanh(2 * k) ** 2 - 1.0
@@ -192,7 +210,7 @@ def onsager_energy_per_site(beta: Array, coupling=1.0) -> Array:
 def onsager_magnetisation(beta: Array, coupling=1.0) -> Array:
     """Spontaneous magnetisation of the infinite lattice (Onsager 1949, Yang 1952):
     |m| = (1 - sinh(2 beta J)^-4)^(1/8) for beta > beta_c, else 0."""
-    k = jnp.asarray(beta, jnp.float32) * coupling
+    k = jnp.asarray(beta, _float_dtype(beta, coupling)) * coupling
     inner = 1.0 - jnp.sinh(2 * k) ** -4.0
     return jnp.where(inner > 0, jnp.abs(inner) ** 0.125, 0.0)
 
@@ -213,18 +231,9 @@ class GibbsInfo(NamedTuple):
     num_nonfinite: Array
 
 
-class MetropolisInfo(NamedTuple):
-    """Per-step diagnostics of Metropolis: mean min(1, ratio) over the proposals, accepted
-    fraction, non-finite count."""
-
-    acceptance_rate: Array
-    is_accepted: Array
-    num_nonfinite: Array
-
-
-def _init(x, *, even: bool):
+def _init(even: bool, x):
     _check_lattice(x, even=even)
-    return IsingState(jnp.asarray(x, jnp.float32))
+    return IsingState(x)
 
 
 def checkerboard_gibbs(model: Ising) -> Sampler:
@@ -243,20 +252,26 @@ def checkerboard_gibbs(model: Ising) -> Sampler:
       IsingState, info GibbsInfo.
     """
     _check_model(model)
+    return Sampler(Partial(_init, True), Partial(_gibbs_step, model))
 
-    def step(key, state, beta=model.beta):
-        x = state.x
-        black = _checkerboard(x.shape)
-        changed = jnp.zeros((), jnp.float32)
-        for colour, sub_key in zip((black, ~black), jax.random.split(key), strict=True):
-            p_up = jax.nn.sigmoid(2.0 * beta * model.local_field(x))
-            new = jnp.where(jax.random.uniform(sub_key, x.shape) < p_up, 1.0, -1.0)
-            x_new = jnp.where(colour, new, x)
-            changed = changed + jnp.sum(x_new != x)
-            x = x_new
-        return IsingState(x), GibbsInfo(changed / x.size, count_nonfinite(x))
 
-    return Sampler(partial(_init, even=True), step)
+def _gibbs_step(model, key, state, beta=None):
+    beta = model.beta if beta is None else beta
+    x = state.x
+    black = _checkerboard(x.shape)
+    changed = jnp.zeros((), jnp.float32)
+    for colour, sub_key in zip((black, ~black), jax.random.split(key), strict=True):
+        p_up = jax.nn.sigmoid(2.0 * beta * model.local_field(x))
+        new = jnp.where(jax.random.uniform(sub_key, x.shape) < p_up, 1.0, -1.0).astype(x.dtype)
+        x_new = jnp.where(colour, new, x)
+        changed = changed + jnp.sum(x_new != x)
+        x = x_new
+    return IsingState(x), GibbsInfo(changed / x.size, count_nonfinite(x))
+
+
+def _metropolis_info(prob_sum, accepted, x) -> MetropolisInfo:
+    no = jnp.zeros((), bool)  # a flip cannot blow up
+    return MetropolisInfo(prob_sum / x.size, accepted / x.size, no, count_nonfinite(x))
 
 
 def checkerboard_metropolis(model: Ising) -> Sampler:
@@ -268,26 +283,27 @@ def checkerboard_metropolis(model: Ising) -> Sampler:
     ``step`` is a sweep (both colours).
 
     Returns:
-      Sampler; ``step(key, state, beta=model.beta)``, info MetropolisInfo.
+      Sampler; ``step(key, state, beta=model.beta)``, info MetropolisInfo (rates are the
+      means over the N sites of a sweep).
     """
     _check_model(model)
+    return Sampler(Partial(_init, True), Partial(_checkerboard_metropolis_step, model))
 
-    def step(key, state, beta=model.beta):
-        x = state.x
-        black = _checkerboard(x.shape)
-        prob_sum = jnp.zeros((), jnp.float32)
-        acc_sum = jnp.zeros((), jnp.float32)
-        for colour, sub_key in zip((black, ~black), jax.random.split(key), strict=True):
-            delta = 2.0 * x * model.local_field(x)
-            prob = jnp.minimum(1.0, jnp.exp(-beta * delta))
-            accept = colour & (jax.random.uniform(sub_key, x.shape) < prob)
-            x = jnp.where(accept, -x, x)
-            prob_sum = prob_sum + jnp.sum(jnp.where(colour, prob, 0.0))
-            acc_sum = acc_sum + jnp.sum(accept)
-        info = MetropolisInfo(prob_sum / x.size, acc_sum / x.size, count_nonfinite(x))
-        return IsingState(x), info
 
-    return Sampler(partial(_init, even=True), step)
+def _checkerboard_metropolis_step(model, key, state, beta=None):
+    beta = model.beta if beta is None else beta
+    x = state.x
+    black = _checkerboard(x.shape)
+    prob_sum = jnp.zeros((), jnp.float32)
+    accepted = jnp.zeros((), jnp.float32)
+    for colour, sub_key in zip((black, ~black), jax.random.split(key), strict=True):
+        delta = 2.0 * x * model.local_field(x)
+        accept, prob = metropolis_accept(sub_key, -beta * delta)
+        accept = colour & accept
+        x = jnp.where(accept, -x, x)
+        prob_sum = prob_sum + jnp.sum(jnp.where(colour, prob, 0.0))
+        accepted = accepted + jnp.sum(accept)
+    return IsingState(x), _metropolis_info(prob_sum, accepted, x)
 
 
 def single_site_metropolis(model: Ising) -> Sampler:
@@ -301,35 +317,34 @@ def single_site_metropolis(model: Ising) -> Sampler:
       Sampler; ``step(key, state, beta=model.beta)``, info MetropolisInfo.
     """
     _check_model(model)
+    return Sampler(Partial(_init, False), Partial(_single_site_step, model))
 
-    def step(key, state, beta=model.beta):
-        x = state.x
-        height, width = x.shape
-        field = jnp.broadcast_to(jnp.asarray(model.field, x.dtype), x.shape)
-        key_site, key_u = jax.random.split(key)
-        sites = jax.random.randint(key_site, (x.size,), 0, x.size)
-        uniforms = jax.random.uniform(key_u, (x.size,))
 
-        def propose(x, inputs):
-            site, u = inputs
-            i, j = site // width, site % width
-            neighbours = (
-                x[(i + 1) % height, j]
-                + x[(i - 1) % height, j]
-                + x[i, (j + 1) % width]
-                + x[i, (j - 1) % width]
-            )
-            delta = 2.0 * x[i, j] * (model.coupling * neighbours + field[i, j])
-            prob = jnp.minimum(1.0, jnp.exp(-beta * delta))
-            accept = u < prob
-            x = x.at[i, j].set(jnp.where(accept, -x[i, j], x[i, j]))
-            return x, (prob, accept)
+def _single_site_step(model, key, state, beta=None):
+    beta = model.beta if beta is None else beta
+    x = state.x
+    height, width = x.shape
+    field = jnp.broadcast_to(jnp.asarray(model.field, x.dtype), x.shape)
+    key_site, key_accept = jax.random.split(key)
+    sites = jax.random.randint(key_site, (x.size,), 0, x.size)
+    keys = jax.random.split(key_accept, x.size)
 
-        x, (prob, accept) = jax.lax.scan(propose, x, (sites, uniforms))
-        info = MetropolisInfo(jnp.mean(prob), jnp.mean(accept), count_nonfinite(x))
-        return IsingState(x), info
+    def propose(x, inputs):
+        site, key = inputs
+        i, j = site // width, site % width
+        neighbours = (
+            x[(i + 1) % height, j]
+            + x[(i - 1) % height, j]
+            + x[i, (j + 1) % width]
+            + x[i, (j - 1) % width]
+        )
+        delta = 2.0 * x[i, j] * (model.coupling * neighbours + field[i, j])
+        accept, prob = metropolis_accept(key, -beta * delta)
+        x = x.at[i, j].set(jnp.where(accept, -x[i, j], x[i, j]))
+        return x, (prob, accept)
 
-    return Sampler(partial(_init, even=False), step)
+    x, (prob, accept) = jax.lax.scan(propose, x, (sites, keys))
+    return IsingState(x), _metropolis_info(jnp.sum(prob), jnp.sum(accept), x)
 
 
 # ---------------------------------------------------------------------------------- denoising
@@ -381,17 +396,17 @@ def icm(model: Ising, x0: Array, num_sweeps: int = 10) -> Array:
     """
     _check_lattice(x0, even=True)
     check_positive_int("num_sweeps", num_sweeps)
-    return _icm(model, jnp.asarray(x0, jnp.float32), num_sweeps)
+    return _icm(model, _spins(x0), num_sweeps)
 
 
-@partial(jax.jit, static_argnames=("num_sweeps",))
+@jit
 def _icm(model, x0, num_sweeps):
     black = _checkerboard(x0.shape)
 
     def sweep(x, _):
         for colour in (black, ~black):
             f = model.local_field(x)
-            mode = jnp.where(f > 0, 1.0, jnp.where(f < 0, -1.0, x))
+            mode = jnp.where(f > 0, 1.0, jnp.where(f < 0, -1.0, x)).astype(x.dtype)
             x = jnp.where(colour, mode, x)
         return x, None
 
@@ -415,11 +430,13 @@ def annealed_gibbs(key: Key, model: Ising, x0: Array, betas: Array) -> RunResult
     Returns:
       RunResult; ``state.x`` is the final configuration.
     """
-    betas = jnp.asarray(betas, jnp.float32)
+    betas = jnp.asarray(betas)
     if betas.ndim != 1:
         raise ValueError(f"betas must be a 1-D schedule, got shape {betas.shape}")
     check_positive("betas", betas)
-    return run(key, checkerboard_gibbs(model), x0, betas.shape[0], schedule=(model.beta * betas,))
+    return run(
+        key, checkerboard_gibbs(model), _spins(x0), betas.shape[0], schedule=(model.beta * betas,)
+    )
 
 
 def pixel_error(x: Array, clean: Array) -> Array:

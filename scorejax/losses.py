@@ -11,9 +11,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scorejax._checks import check_decreasing, check_positive, check_positive_int
+from scorejax._checks import (
+    check_decreasing,
+    check_energy_output,
+    check_positive,
+    check_positive_int,
+    check_score_output,
+)
 from scorejax.scores import _value_and_divergence
-from scorejax.types import Array, Key, Params, ScoreFn
+from scorejax.types import Array, EnergyFn, Key, Params, ScoreFn
 
 
 def geometric_sigmas(sigma_max: float, sigma_min: float, num_levels: int) -> Array:
@@ -26,9 +32,16 @@ def geometric_sigmas(sigma_max: float, sigma_min: float, num_levels: int) -> Arr
     return jnp.asarray(np.geomspace(sigma_max, sigma_min, num_levels), dtype=jnp.float32)
 
 
-def _check_batch(batch) -> None:
+def _check_batch(batch, name: str = "batch") -> None:
     if np.ndim(batch) < 2:
-        raise ValueError(f"batch must have shape (B, ...) with a batch axis, got {np.shape(batch)}")
+        raise ValueError(
+            f"{name} must have shape (B, ...) with a batch axis, got {np.shape(batch)}"
+        )
+
+
+def _check_score(score_fn, params, batch, *args) -> None:
+    """The score of one example must be shaped like the example (checked abstractly)."""
+    check_score_output("score_fn", lambda x, *a: score_fn(params, x, *a), batch[0], *args)
 
 
 def dsm_loss(params: Params, key: Key, batch: Array, *, score_fn: ScoreFn, sigma: float) -> Array:
@@ -48,6 +61,7 @@ def dsm_loss(params: Params, key: Key, batch: Array, *, score_fn: ScoreFn, sigma
     """
     _check_batch(batch)
     check_positive("sigma", sigma)
+    _check_score(score_fn, params, batch)
     z = jax.random.normal(key, batch.shape, batch.dtype)
     scores = jax.vmap(score_fn, in_axes=(None, 0))(params, batch + sigma * z)
     residual = (scores + z / sigma).reshape(batch.shape[0], -1)
@@ -68,6 +82,7 @@ def ncsn_loss(params: Params, key: Key, batch: Array, *, score_fn: ScoreFn, sigm
     _check_batch(batch)
     check_decreasing("sigmas", sigmas)
     sigmas = jnp.asarray(sigmas)
+    _check_score(score_fn, params, batch, sigmas[0])
     key_level, key_noise = jax.random.split(key)
     level = jax.random.randint(key_level, (batch.shape[0],), 0, sigmas.shape[0])
     sigma = sigmas[level]
@@ -110,6 +125,7 @@ def exact_sm_loss(params: Params, key: Key, batch: Array, *, score_fn: ScoreFn) 
       The batch mean of tr(grad s) + 1/2 ||s||^2.
     """
     _check_batch(batch)
+    _check_score(score_fn, params, batch)
     del key
 
     def per_example(x):
@@ -167,6 +183,7 @@ def ssm_loss(
     """
     _check_batch(batch)
     _check_projections(num_projections, probe)
+    _check_score(score_fn, params, batch)
     vjv, half_proj_sq, _ = _sliced_terms(params, key, batch, score_fn, num_projections, probe)
     return jnp.mean(vjv + half_proj_sq)
 
@@ -196,16 +213,17 @@ def ssm_vr_loss(
     """
     _check_batch(batch)
     _check_projections(num_projections, probe)
+    _check_score(score_fn, params, batch)
     vjv, _, half_sq = _sliced_terms(params, key, batch, score_fn, num_projections, probe)
     return jnp.mean(vjv + half_sq)
 
 
 def cd_loss(
     params: Params,
-    batch: Array,
-    negatives: Array,
+    key: Key,
+    batch: tuple[Array, Array],
     *,
-    energy_fn,
+    energy_fn: EnergyFn,
     alpha: float = 0.0,
 ) -> tuple[Array, dict]:
     """Contrastive-divergence loss with the L2 energy penalty (Hinton 2002; Du & Mordatch 2019).
@@ -217,14 +235,16 @@ def cd_loss(
     grad_theta (-log p(x+)) = grad E(x+) - E_{x ~ p_theta}[grad E(x)] when the negatives x-
     are draws from the model: lower the energy of data, raise that of model samples. With
     negatives from k MCMC steps started at the data it is CD-k (Hinton 2002, Eq. 5); from a
-    persistent chain, PCD (Tieleman 2008). ``sg`` is ``stop_gradient``: the sampler is not
-    differentiated through. The penalty (Du & Mordatch 2019, Section 3.3) keeps energies
-    near zero, which bounds the scale drift that makes EBM training diverge.
+    persistent chain, PCD (Tieleman 2008); for an RBM with ``energy_fn=RBM.free_energy`` it
+    is the free-energy gap whose gradient is the (P)CD update with the hidden units summed
+    out. ``sg`` is ``stop_gradient``: the sampler is not differentiated through. The
+    penalty (Du & Mordatch 2019, Section 3.3) keeps energies near zero, which bounds the
+    scale drift that makes EBM training diverge.
 
     Args:
       params: parameters of ``energy_fn``.
-      batch: (B, ...) data x+.
-      negatives: (M, ...) negative samples x-.
+      key: unused (the negatives are drawn by the train step); kept for the loss contract.
+      batch: (positives (B, ...), negatives (M, ...)): the data x+ and the samples x-.
       energy_fn: ``energy_fn(params, x) -> ()`` for one example (vmapped here).
       alpha: weight of the L2 energy penalty (>= 0).
 
@@ -233,17 +253,22 @@ def cd_loss(
       "energy_max_abs" (largest |E| over both sets, the divergence signal); ready for
       ``jax.value_and_grad(..., has_aux=True)`` / ``make_train_step(..., has_aux=True)``.
     """
-    _check_batch(batch)
-    _check_batch(negatives)
-    if np.shape(batch)[1:] != np.shape(negatives)[1:]:
+    del key
+    if not isinstance(batch, tuple | list) or len(batch) != 2:
+        raise ValueError("batch must be a pair (positives, negatives) of (B, ...) arrays")
+    positives, negatives = batch
+    _check_batch(positives, "positives")
+    _check_batch(negatives, "negatives")
+    if np.shape(positives)[1:] != np.shape(negatives)[1:]:
         raise ValueError(
-            f"negatives must have the example shape of batch {np.shape(batch)[1:]}, "
+            f"negatives must have the example shape of positives {np.shape(positives)[1:]}, "
             f"got {np.shape(negatives)[1:]}"
         )
     if not (np.isfinite(alpha) and alpha >= 0):
         raise ValueError(f"alpha must be finite and >= 0, got {alpha!r}")
+    check_energy_output("energy_fn", lambda x: energy_fn(params, x), positives[0])
     energies = jax.vmap(energy_fn, in_axes=(None, 0))
-    energy_pos = energies(params, batch)
+    energy_pos = energies(params, positives)
     energy_neg = energies(params, jax.lax.stop_gradient(negatives))
     loss = jnp.mean(energy_pos) - jnp.mean(energy_neg)
     loss = loss + alpha * (jnp.mean(energy_pos**2) + jnp.mean(energy_neg**2))

@@ -8,8 +8,23 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from scorejax._checks import check_integer, concrete
 from scorejax.types import Array, Key, ScoreFn
+
+
+def _check_samples(name: str, x, min_rows: int = 2) -> None:
+    if np.ndim(x) != 2:
+        raise ValueError(f"{name} must have shape (N, D), got shape {np.shape(x)}")
+    if np.shape(x)[0] < min_rows:
+        raise ValueError(
+            f"{name} needs at least {min_rows} samples (the unbiased MMD averages over pairs), "
+            f"got {np.shape(x)[0]}"
+        )
+    values = concrete(x)
+    if values is not None and not np.all(np.isfinite(values)):
+        raise ValueError(f"{name} contains NaN or Inf")
 
 
 def _sq_dists(x: Array, y: Array) -> Array:
@@ -36,9 +51,23 @@ def mmd(x: Array, y: Array, bandwidths: Array | None = None) -> Array:
     Returns:
       MMD^2_u, which can be slightly negative when the two laws agree.
     """
+    _check_samples("x", x)
+    _check_samples("y", y)
+    if np.shape(x)[1] != np.shape(y)[1]:
+        raise ValueError(f"x and y must have the same dimension, got {np.shape(x)}, {np.shape(y)}")
     if bandwidths is None:
-        bandwidths = median_bandwidth(x, y) * jnp.array([0.5, 1.0, 2.0])
+        median = median_bandwidth(x, y)
+        value = concrete(median)
+        if value is not None and not value > 0:
+            raise ValueError(
+                "the median heuristic gives bandwidth 0: the pooled points are (nearly) all "
+                "identical; pass bandwidths explicitly"
+            )
+        bandwidths = median * jnp.array([0.5, 1.0, 2.0])
     bandwidths = jnp.atleast_1d(jnp.asarray(bandwidths))
+    values = concrete(bandwidths)
+    if values is not None and not (np.all(np.isfinite(values)) and np.all(values > 0)):
+        raise ValueError(f"bandwidths must be positive and finite, got {values}")
 
     def kernel(a, b):
         d2 = _sq_dists(a, b)[..., None]
@@ -58,6 +87,8 @@ def mmd_noise_floor(
 
     Uses the same median-heuristic kernel as ``mmd``. ``sample_fn(key, n)`` draws exact samples.
     """
+    check_integer("n", n, 2)
+    check_integer("num_repeats", num_repeats, 1)
 
     def one(k):
         k1, k2 = jax.random.split(k)
@@ -98,8 +129,6 @@ def fisher_divergence(
         return jnp.mean(sq)
     return jnp.sum(weights * sq) / jnp.sum(weights)
 
-    return 0.5 * jnp.mean(jnp.sum(diff**2, axis=-1))
-
 
 def auroc(scores_in: Array, scores_out: Array) -> Array:
     """Area under the ROC curve with the in-distribution set as the positive class.
@@ -123,6 +152,13 @@ def auroc(scores_in: Array, scores_out: Array) -> Array:
             f"scores_in and scores_out must be non-empty, got {scores_in.size} and "
             f"{scores_out.size} entries"
         )
+    for name, scores in (("scores_in", scores_in), ("scores_out", scores_out)):
+        values = concrete(scores)
+        if values is not None and np.any(np.isnan(values)):
+            raise ValueError(
+                f"{name} contains {int(np.isnan(values).sum())} NaN score(s): a NaN cannot be "
+                "ranked (drop or fix the diverged examples first)"
+            )
     pooled = jnp.concatenate([scores_in, scores_out]).astype(jnp.float32)
     ordered = jnp.sort(pooled)
     # mid-rank (1-based) of each value: ties share the average of their ranks

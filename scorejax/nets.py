@@ -19,27 +19,6 @@ import jax.numpy as jnp
 from scorejax.types import Array, EnergyFn, ScoreFn
 
 
-def readout_dot_general(lhs, rhs, dimension_numbers, precision=None):
-    """``lhs @ rhs`` for a dense layer's (fan_in, features) kernel, by the same numbers with a
-    cheaper weight gradient when the layer narrows (features < fan_in, e.g. 128 -> 2).
-
-    The kernel's gradient is the batch contraction h^T g. XLA's CPU dot computes it as a
-    (fan_in, features) product about 8x slower than the same sum laid out (features, fan_in)
-    (92 against 12 us for 512 x 128 x 2, 200 chained products timed alone on a 2-core AMD
-    EPYC). Multiplying by a transposed copy of the kernel makes autodiff produce the fast
-    layout, and the optimisation barrier stops XLA from folding the two transposes back
-    into the slow product. Parameters and outputs are unchanged (200 DSM steps gave the same
-    losses to the bit), and the DSM step at batch 512 with a 2-D output ran 1.19-1.20x faster
-    (same-process A/B). Widening layers keep the plain product: at 128 -> 1024 the layout was
-    slower.
-    """
-    fan_in, features = rhs.shape
-    if dimension_numbers != (((lhs.ndim - 1,), (0,)), ((), ())) or features >= fan_in:
-        return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision)
-    rhs_t = jax.lax.optimization_barrier(rhs.T)
-    return jax.lax.dot_general(lhs, rhs_t, (((lhs.ndim - 1,), (1,)), ((), ())), precision)
-
-
 class MLP(nn.Module):
     """Dense layers with an activation between them and a linear output of ``out_dim``."""
 
@@ -52,12 +31,7 @@ class MLP(nn.Module):
     def __call__(self, x: Array) -> Array:
         for width in self.hidden:
             x = self.activation(nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32)(x))
-        out = nn.Dense(
-            self.out_dim,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            dot_general=readout_dot_general,
-        )(x)
+        out = nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=jnp.float32)(x)
         return out.astype(jnp.float32)
 
 
@@ -107,7 +81,13 @@ class NoiseConditionalMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, sigma: Array) -> Array:
-        # sigma is a scalar for one example, or (B,) beside a batch x of shape (B, D)
+        # sigma is a scalar for one example x (D,), or (B,) beside a batch x of shape (B, D)
+        if x.ndim != jnp.ndim(sigma) + 1:
+            raise ValueError(
+                "NoiseConditionalMLP takes a flat example x (D,) with a scalar sigma, or a batch "
+                f"(B, D) with sigma (B,); got x {x.shape} and sigma {jnp.shape(sigma)} (flatten "
+                "images with x.reshape(-1), or use a convolutional network)"
+            )
         sigma = jnp.asarray(sigma, jnp.float32)[..., None]
         emb = sigma_embedding(sigma[..., 0], self.num_frequencies)
         emb = jnp.broadcast_to(emb, (*x.shape[:-1], emb.shape[-1]))
@@ -205,9 +185,8 @@ class ResNetEnergy(nn.Module):
 
     x (H, W) or (H, W, C) -> conv3x3 -> per stage: ``blocks_per_stage`` residual blocks
     h + conv(silu(conv(silu(h)))) then 2x2 average pooling (not after the last stage) ->
-    spatial sum -> silu -> dense -> scalar. Two stages suit 8x8 digits (8 -> 4; the image
-    experiment uses (64, 128), whose samples a digit classifier labelled confidently 0.61 of
-    the time against 0.49 for (32, 64)); three suit 28x28 MNIST (28 -> 14 -> 7). SiLU, being
+    spatial sum -> silu -> dense -> scalar. Two stages suit 8x8 digits (8 -> 4); three suit
+    28x28 MNIST (28 -> 14 -> 7). SiLU, being
     smooth, gives Langevin a continuous score (Du & Mordatch 2019 use Swish for this reason).
 
     ``spectral_norm`` divides each convolution kernel by its spectral norm
@@ -239,7 +218,5 @@ class ResNetEnergy(nn.Module):
             if stage < len(self.widths) - 1:
                 h = nn.avg_pool(h, (2, 2), strides=(2, 2))
         h = nn.silu(jnp.sum(h, axis=(1, 2)))
-        out = nn.Dense(
-            1, dtype=self.dtype, param_dtype=jnp.float32, dot_general=readout_dot_general
-        )(h)
+        out = nn.Dense(1, dtype=self.dtype, param_dtype=jnp.float32)(h)
         return out[0, 0].astype(jnp.float32)

@@ -85,16 +85,49 @@ def loss_curve(ax, history: dict, key: str = "loss", window: int = 50):
     return ax
 
 
-def image_grid(ax, images, num_columns: int = 10, cmap: str = "gray"):
-    """Tile (N, H, W) images in [0, 1] into one picture."""
-    images = np.clip(np.asarray(images), 0.0, 1.0)
-    n, h, w = images.shape
+def _value_range(images: np.ndarray) -> tuple[float, float]:
+    lo, hi = float(np.nanmin(images)), float(np.nanmax(images))
+    if lo >= 0.0 and hi <= 1.0:
+        return 0.0, 1.0
+    if lo >= -1.0 and hi <= 1.0:
+        return -1.0, 1.0
+    return lo, hi if hi > lo else lo + 1.0
+
+
+def tile_images(images, num_columns: int = 10, value_range: tuple | None = None) -> np.ndarray:
+    """Tile (N, H, W) or (N, H, W, C) images (C = 1 or 3) into one picture with values in [0, 1].
+
+    ``value_range`` (low, high) maps to [0, 1]; None picks [0, 1] when the images lie in it,
+    [-1, 1] when they lie in that (the scaling of score models trained on centred data),
+    and their own minimum and maximum otherwise. Returns (rows, columns) for single-channel
+    images and (rows, columns, 3) for RGB, with a one-pixel white border between tiles.
+    """
+    images = np.asarray(images, np.float64)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
+        raise ValueError(
+            f"images must have shape (N, H, W), (N, H, W, 1) or (N, H, W, 3), got {images.shape}"
+        )
+    num_columns = max(1, min(int(num_columns), images.shape[0]))
+    lo, hi = _value_range(images) if value_range is None else value_range
+    if not hi > lo:
+        raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
+    images = np.clip((images - lo) / (hi - lo), 0.0, 1.0)
+    n, h, w = images.shape[:3]
     rows = -(-n // num_columns)
-    canvas = np.ones((rows * (h + 1) + 1, num_columns * (w + 1) + 1))
+    canvas = np.ones((rows * (h + 1) + 1, num_columns * (w + 1) + 1, *images.shape[3:]))
     for i, img in enumerate(images):
         r, c = divmod(i, num_columns)
         canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = img
-    ax.imshow(canvas, cmap=cmap, vmin=0, vmax=1)
+    return canvas
+
+
+def image_grid(ax, images, num_columns: int = 10, cmap: str = "gray", value_range=None):
+    """Show (N, H, W) or (N, H, W, 3) images as one tiled picture (``tile_images``; images in
+    [0, 1] or [-1, 1] are recognised, or pass ``value_range``)."""
+    canvas = tile_images(images, num_columns, value_range)
+    ax.imshow(canvas, cmap=cmap if canvas.ndim == 2 else None, vmin=0, vmax=1)
     ax.axis("off")
     return ax
 

@@ -1,20 +1,17 @@
-"""JAX's default random numbers, hashed by a loop XLA's CPU backend compiles well.
+"""An opt-in key implementation: JAX's default Threefry-2x32, its rounds written out.
 
 JAX's default PRNG is Threefry-2x32 with 20 rounds (Salmon, Moraes, Dror & Shaw 2011,
 "Parallel random numbers: as easy as 1, 2, 3", Section 3; the counter-based hash
-``(k, c) -> (y1, y2)``). On the CPU, JAX lowers the hash as a rolled loop of five blocks
-of four rounds, and XLA compiles each block as a separate pass over the arrays: drawing
-2 x 10^4 float32 bits took 210 us there, against 39 us with the twenty rounds written out
-in one fused loop (2-core Xeon, 9 interleaved rounds, ``benchmarks/`` problem sizes).
-
-``THREEFRY_UNROLLED`` is the same generator with the rounds written out: for every key,
+``(k, c) -> (y1, y2)``). On the CPU, JAX lowers the hash as a rolled loop of five blocks of
+four rounds, which XLA runs as separate passes over the arrays. ``THREEFRY_UNROLLED`` is the
+same generator with the twenty rounds written out in one fused loop: for every key,
 ``split``, ``fold_in`` and ``bits`` return the same bits as under JAX's ``threefry2x32``, in
 either counter layout, so ``normal``, ``uniform``, ``randint`` and the rest draw the same
-numbers (``tests/test_prng.py``, with Random123's known-answer vectors for the hash; a float
-draw can differ in its last bit only where XLA rounds the same formula differently in two
-programs, as it does between JAX's own jitted and eager ``gamma``). scorejax's loops pass
-their keys through ``fast_key`` on the CPU; nothing else changes, and converted keys never
-leave them.
+numbers (``tests/test_prng.py``, with Random123's known-answer vectors for the hash).
+
+scorejax never converts a key: choosing a generator is the user's choice, made where the
+key is made, ``jax.random.key(seed, impl=scorejax.prng.THREEFRY_UNROLLED)`` (or JAX's own
+``impl="rbg"`` / ``"unsafe_rbg"``). docs/performance.md measures them against each other.
 """
 
 import math
@@ -24,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.random import define_prng_impl, threefry_prng_impl
 
-from scorejax.types import Array, Key
+from scorejax.types import Array
 
 # Threefry-2x32 rotation constants R_{d mod 8} (Salmon et al. 2011, Table 4) and the
 # key-schedule parity constant C240 (Threefish, Ferguson et al. 2010; Random123's value)
@@ -99,22 +96,3 @@ THREEFRY_UNROLLED = define_prng_impl(
     name="threefry2x32_unrolled",
     tag="fru",
 )
-
-
-def fast_key(key: Key) -> Key:
-    """``key`` under ``THREEFRY_UNROLLED`` when that is faster here, else ``key`` itself.
-
-    A typed ``threefry2x32`` key (JAX's default) on the CPU backend is re-wrapped with the
-    same key data, so every number drawn from it is unchanged; other implementations
-    (``rbg``, ``unsafe_rbg``, custom ones), legacy uint32 keys and other backends (whose
-    lowering of the hash is already one kernel) pass through. Works on batches of keys
-    and inside ``jit``/``vmap``; call it where a loop starts drawing.
-    """
-    if (
-        jax.default_backend() != "cpu"
-        or not isinstance(key, jax.Array)
-        or not jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-        or jax.random.key_impl(key) != "threefry2x32"
-    ):
-        return key
-    return jax.random.wrap_key_data(jax.random.key_data(key), impl=THREEFRY_UNROLLED)

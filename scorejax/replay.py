@@ -1,15 +1,18 @@
 """Contrastive-divergence training: CD-k, short-run MCMC and persistent CD with a replay buffer.
 
-The replay buffer is a NamedTuple of arrays carried in ``TrainState.extra`` and updated by
-pure functions, so a whole PCD step (sample from the buffer, run the chains, push them
-back, one optimiser update) is one jitted function that ``fit`` scans (DESIGN §8).
+One train step, ``make_cd_train_step``, covers the three: its negatives come from chains
+started at the data (CD-k), at fresh noise (short-run MCMC) or from a replay buffer of
+persistent chains carried in ``TrainState.extra`` (PCD). The buffer is a NamedTuple of
+arrays updated by pure functions, so a whole PCD step (sample from the buffer, run the
+chains, push them back, one optimiser update) is one jitted function that ``fit`` scans
+(DESIGN §8). RBMs train through the same step (``scorejax.rbm.train_rbm``).
 
-Negatives come from any scorejax ``Sampler``: the train steps take
-``make_sampler(energy_fn_x) -> Sampler``, where ``energy_fn_x(x)`` is the current energy of
-one example with the parameters closed over (and gradients stopped). For example
-``lambda e: decoupled_langevin(lambda x: -jax.grad(e)(x), 10.0, 0.005)`` or, with the MCMC
-kernels, ``lambda e: mala(e, 0.01)``. Diagnostics (energy magnitude, non-finite values,
-the sampler's own info such as acceptance rates) are returned in the metrics.
+Negatives come from any scorejax ``Sampler``: the step takes ``make_sampler(params) ->
+Sampler`` and calls it with the current parameters (gradients stopped), e.g.
+``lambda params: mala(partial(energy_fn, params), 0.01)``, or
+``lambda params: decoupled_langevin(partial(score_fn, params), 10.0, 0.005)``, or
+``rbm.block_gibbs`` for an RBM. Diagnostics (energy magnitude, non-finite values, the
+sampler's own info such as acceptance rates) are returned in the metrics.
 """
 
 from collections.abc import Callable
@@ -25,7 +28,7 @@ from scorejax._checks import check_positive, check_positive_int
 from scorejax.losses import cd_loss
 from scorejax.samplers.base import Sampler, count_nonfinite, run_chains
 from scorejax.training import TrainState, make_train_step
-from scorejax.types import Array, EnergyFn, Key
+from scorejax.types import Array, EnergyFn, Key, Params
 
 NoiseFn = Callable[[Key, int], Array]  # noise_fn(key, n) -> (n, ...) fresh chain starts
 
@@ -72,7 +75,7 @@ def replay_sample(
       key: PRNG key.
       buffer: the ReplayBuffer.
       batch_size: number of chains to draw (<= buffer size).
-      noise_fn: ``noise_fn(key, n)`` fresh starts.
+      noise_fn: ``noise_fn(key, n)`` fresh starts (None when ``reinit_fraction`` is 0).
       reinit_fraction: rho in [0, 1].
 
     Returns:
@@ -83,10 +86,11 @@ def replay_sample(
     check_positive_int("batch_size", batch_size)
     if batch_size > size:
         raise ValueError(f"batch_size must not exceed the buffer size {size}, got {batch_size}")
-    if not 0.0 <= reinit_fraction <= 1.0:
-        raise ValueError(f"reinit_fraction must lie in [0, 1], got {reinit_fraction}")
+    _check_reinit(reinit_fraction, noise_fn)
     key_index, key_mask, key_noise = jax.random.split(key, 3)
     indices = jax.random.choice(key_index, size, (batch_size,), replace=False)
+    if noise_fn is None:
+        return buffer.x[indices], indices, jnp.zeros(batch_size, bool)
     is_reinit = jax.random.bernoulli(key_mask, reinit_fraction, (batch_size,))
     fresh = noise_fn(key_noise, batch_size)
     mask = is_reinit.reshape((-1,) + (1,) * (buffer.x.ndim - 1))
@@ -102,29 +106,19 @@ def replay_push(buffer: ReplayBuffer, indices: Array, x: Array) -> ReplayBuffer:
     return ReplayBuffer(buffer.x.at[indices].set(x))
 
 
-def _cd_objective(params, key, batch, *, energy_fn, alpha):
-    del key  # the negatives are drawn outside the differentiated function
-    positives, negatives = batch
-    return cd_loss(params, positives, negatives, energy_fn=energy_fn, alpha=alpha)
+def _check_reinit(reinit_fraction, noise_fn) -> None:
+    if not 0.0 <= reinit_fraction <= 1.0:
+        raise ValueError(f"reinit_fraction must lie in [0, 1], got {reinit_fraction}")
+    if noise_fn is None and reinit_fraction > 0:
+        raise ValueError("reinit_fraction > 0 needs a noise_fn to draw the fresh chains from")
 
 
-def _check_common(num_mcmc_steps, alpha, clip_range, energy_limit, unroll):
-    check_positive_int("num_mcmc_steps", num_mcmc_steps)
-    check_positive_int("unroll", unroll)
-    if not (np.isfinite(alpha) and alpha >= 0):
-        raise ValueError(f"alpha must be finite and >= 0, got {alpha!r}")
-    if clip_range is not None and (len(clip_range) != 2 or not clip_range[0] < clip_range[1]):
-        raise ValueError(f"clip_range must be (low, high) with low < high, got {clip_range}")
-    check_positive("energy_limit", energy_limit)
-
-
-def _negatives(key, params, energy_fn, make_sampler, x0, num_mcmc_steps, clip_range, unroll):
-    """Run one chain per row of x0 for num_mcmc_steps under the current (frozen) energy."""
-    frozen = jax.lax.stop_gradient(params)
-    sampler = make_sampler(partial(energy_fn, frozen))
+def _negatives(key, params, make_sampler, x0, num_mcmc_steps, clip_range, unroll):
+    """Run one chain per row of x0 for num_mcmc_steps under the current (frozen) parameters."""
+    sampler = make_sampler(jax.lax.stop_gradient(params))
     if not isinstance(sampler, Sampler):
-        raise ValueError(f"make_sampler must return a scorejax Sampler, got {type(sampler)}")
-    result = run_chains(key, sampler, x0, num_mcmc_steps, unroll=unroll)
+        raise TypeError(f"make_sampler must return a scorejax Sampler, got {type(sampler)}")
+    result = run_chains(key, sampler, x0, num_mcmc_steps, unroll=unroll, warn=False)
     x = jax.lax.stop_gradient(result.state.x)
     if clip_range is not None:
         x = jnp.clip(x, clip_range[0], clip_range[1])
@@ -141,40 +135,53 @@ def _diagnostics(metrics, negatives, energy_limit):
     return {**metrics, "num_nonfinite": num_nonfinite, "diverged": diverged.astype(jnp.float32)}
 
 
-def _build_inner(energy_fn, optimizer, alpha, ema_decay):
-    loss_fn = partial(_cd_objective, energy_fn=energy_fn, alpha=alpha)
-    return make_train_step(loss_fn, optimizer, ema_decay=ema_decay, has_aux=True)
-
-
 def make_cd_train_step(
     energy_fn: EnergyFn,
-    make_sampler: Callable[[Callable], Sampler],
+    make_sampler: Callable[[Params], Sampler],
     optimizer: optax.GradientTransformation,
     *,
     num_mcmc_steps: int,
+    persistent: bool = False,
     noise_fn: NoiseFn | None = None,
+    reinit_fraction: float = 0.05,
     alpha: float = 0.0,
     clip_range: tuple | None = None,
     energy_limit: float = 1e4,
     ema_decay: float = 0.999,
     unroll: int = 1,
 ):
-    """CD-k (chains from the data) or short-run MCMC (chains from noise) train step.
+    """The contrastive-divergence train step: CD-k, short-run MCMC or persistent CD.
 
     Each step draws negatives x- by ``num_mcmc_steps`` = k moves of the sampler under the
-    current energy, started at the batch (CD-k, Hinton 2002) or, with ``noise_fn``, at fresh
-    noise (short-run MCMC, Nijkamp et al. 2019), then takes one optimiser step on
-    ``cd_loss`` (mean E(x+) - mean E(x-) + alpha (E(x+)^2 + E(x-)^2)).
+    current parameters, then takes one optimiser step on ``cd_loss``
+    (mean E(x+) - mean E(x-) + alpha (E(x+)^2 + E(x-)^2)). The chains start
+
+    - at the batch: CD-k (Hinton 2002), when ``persistent=False`` and ``noise_fn`` is None;
+    - at fresh noise: short-run MCMC (Nijkamp et al. 2019), when ``persistent=False`` and
+      ``noise_fn`` is given;
+    - from the replay buffer in ``state.extra``: persistent CD (Tieleman 2008) with Du &
+      Mordatch 2019's buffer, when ``persistent=True``. Batch-size chains are drawn from
+      the buffer (``replay_sample``, a fraction ``reinit_fraction`` restarted from noise),
+      advanced, and pushed back (``replay_push``); chains that produced NaN/Inf are
+      restarted from noise before being stored. With slowly changing parameters they
+      approach the model's stationary law, and the gradient the MLE gradient. A buffer as
+      large as the batch and ``reinit_fraction=0`` is Tieleman's PCD with its fantasy
+      particles all advanced every step.
 
     Args:
       energy_fn: ``energy_fn(params, x) -> ()`` for one example.
-      make_sampler: ``make_sampler(energy_fn_x) -> Sampler`` with ``energy_fn_x(x)`` the
-        current energy of one example (parameters closed over, gradients stopped).
+      make_sampler: ``make_sampler(params) -> Sampler``, the negatives' kernel under
+        ``params`` (gradients stopped), e.g. ``lambda p: mala(partial(energy_fn, p), 0.01)``
+        or ``rbm.block_gibbs``.
       optimizer: optax transformation. Gradient clipping is optax's:
         ``optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-4))`` (``grad_norm`` in
         the metrics is then the norm before clipping).
       num_mcmc_steps: k.
-      noise_fn: None for CD-k; ``noise_fn(key, n)`` for short-run chains from noise.
+      persistent: PCD with a replay buffer in ``state.extra`` (make the state with
+        ``init_train_state(params, optimizer, extra=replay_init(...))``).
+      noise_fn: ``noise_fn(key, n)``: the starts of short-run chains, or the restarts of
+        persistent ones (``uniform_noise``); None for CD-k, or PCD without restarts.
+      reinit_fraction: PCD's probability that a drawn chain restarts from noise.
       alpha: L2 energy penalty.
       clip_range: (low, high) clamp of the negatives to the data range, or None.
       energy_limit: |E| above which a step is flagged as diverged.
@@ -187,83 +194,52 @@ def make_cd_train_step(
     Returns:
       ``train_step(state, key, batch) -> (state, metrics)`` with metrics loss, grad_norm,
       energy_pos, energy_neg, energy_max_abs, num_nonfinite, diverged (1.0 when non-finite
-      values appeared or |E| > energy_limit) and the sampler's info fields averaged over
-      steps and chains (``sampler_<field>``, e.g. ``sampler_acceptance_rate`` for MALA).
+      values appeared or |E| > energy_limit), the sampler's info fields averaged over steps
+      and chains (``sampler_<field>``, e.g. ``sampler_acceptance_rate`` for MALA) and, for
+      PCD, ``reinit_fraction`` (the realised fraction this step).
     """
-    _check_common(num_mcmc_steps, alpha, clip_range, energy_limit, unroll)
-    inner = _build_inner(energy_fn, optimizer, alpha, ema_decay)
+    num_mcmc_steps = check_positive_int("num_mcmc_steps", num_mcmc_steps)
+    unroll = check_positive_int("unroll", unroll)
+    if not callable(make_sampler):
+        raise TypeError(f"make_sampler must be a function params -> Sampler, got {make_sampler!r}")
+    if not (np.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha must be finite and >= 0, got {alpha!r}")
+    if clip_range is not None and (len(clip_range) != 2 or not clip_range[0] < clip_range[1]):
+        raise ValueError(f"clip_range must be (low, high) with low < high, got {clip_range}")
+    check_positive("energy_limit", energy_limit)
+    if persistent:
+        _check_reinit(reinit_fraction, noise_fn)
+    loss_fn = partial(cd_loss, energy_fn=energy_fn, alpha=alpha)
+    inner = make_train_step(loss_fn, optimizer, ema_decay=ema_decay, has_aux=True)
+
+    def negatives_from(key, params, x0):
+        return _negatives(key, params, make_sampler, x0, num_mcmc_steps, clip_range, unroll)
 
     def train_step(state: TrainState, key: Key, batch: Array):
-        key_noise, key_chain, key_loss = jax.random.split(key, 3)
-        x0 = batch if noise_fn is None else noise_fn(key_noise, batch.shape[0])
-        negatives, info = _negatives(
-            key_chain, state.params, energy_fn, make_sampler, x0, num_mcmc_steps, clip_range, unroll
-        )
-        state, metrics = inner(state, key_loss, (batch, negatives))
-        return state, {**_diagnostics(metrics, negatives, energy_limit), **info}
-
-    return train_step
-
-
-def make_pcd_train_step(
-    energy_fn: EnergyFn,
-    make_sampler: Callable[[Callable], Sampler],
-    optimizer: optax.GradientTransformation,
-    *,
-    num_mcmc_steps: int,
-    noise_fn: NoiseFn,
-    reinit_fraction: float = 0.05,
-    alpha: float = 0.0,
-    clip_range: tuple | None = None,
-    energy_limit: float = 1e4,
-    ema_decay: float = 0.999,
-    unroll: int = 1,
-):
-    """Persistent CD with a replay buffer in ``state.extra`` (Tieleman 2008; Du & Mordatch 2019).
-
-    Each step: draw batch-size chain starts from the buffer (``replay_sample``, a fraction
-    ``reinit_fraction`` restarted from noise), advance them ``num_mcmc_steps`` moves under the
-    current energy, push them back (``replay_push``), and take one optimiser step on
-    ``cd_loss``. The chains continue across steps, so with slowly changing parameters they
-    approach the model's stationary law and the gradient approaches the MLE gradient.
-    Chains that produced NaN/Inf are restarted from noise before being stored.
-
-    Args: as ``make_cd_train_step``, plus
-      noise_fn: ``noise_fn(key, n)`` for restarts (e.g. ``uniform_noise``).
-      reinit_fraction: probability that a drawn chain restarts from noise (default 0.05).
-
-    Returns:
-      ``train_step`` as ``make_cd_train_step``; ``state.extra`` must be a
-      ReplayBuffer (``init_train_state(params, optimizer, extra=replay_init(...))``).
-      The metrics add ``reinit_fraction`` (the realised fraction this step).
-    """
-    _check_common(num_mcmc_steps, alpha, clip_range, energy_limit, unroll)
-    if not 0.0 <= reinit_fraction <= 1.0:
-        raise ValueError(f"reinit_fraction must lie in [0, 1], got {reinit_fraction}")
-    inner = _build_inner(energy_fn, optimizer, alpha, ema_decay)
-
-    def train_step(state: TrainState, key: Key, batch: Array):
-        if not isinstance(state.extra, ReplayBuffer):
-            raise ValueError(
-                "state.extra must be a ReplayBuffer for PCD, got "
-                f"{type(state.extra).__name__}; use init_train_state(..., extra=replay_init(...))"
+        key_start, key_chain, key_restart, key_loss = jax.random.split(key, 4)
+        if persistent:
+            if not isinstance(state.extra, ReplayBuffer):
+                raise ValueError(
+                    "state.extra must be a ReplayBuffer for PCD, got "
+                    f"{type(state.extra).__name__}; use init_train_state(..., "
+                    "extra=replay_init(...))"
+                )
+            x0, indices, is_reinit = replay_sample(
+                key_start, state.extra, batch.shape[0], noise_fn, reinit_fraction
             )
-        key_sample, key_chain, key_restart, key_loss = jax.random.split(key, 4)
-        x0, indices, is_reinit = replay_sample(
-            key_sample, state.extra, batch.shape[0], noise_fn, reinit_fraction
-        )
-        negatives, info = _negatives(
-            key_chain, state.params, energy_fn, make_sampler, x0, num_mcmc_steps, clip_range, unroll
-        )
-        bad = ~jnp.all(jnp.isfinite(negatives.reshape(negatives.shape[0], -1)), axis=1)
-        keep = jnp.where(
-            bad.reshape((-1,) + (1,) * (negatives.ndim - 1)),
-            noise_fn(key_restart, negatives.shape[0]),
-            negatives,
-        )
+        else:
+            x0 = batch if noise_fn is None else noise_fn(key_start, batch.shape[0])
+        negatives, info = negatives_from(key_chain, state.params, x0)
         state, metrics = inner(state, key_loss, (batch, negatives))
-        state = state._replace(extra=replay_push(state.extra, indices, keep))
-        metrics = _diagnostics(metrics, negatives, energy_limit)
-        return state, {**metrics, **info, "reinit_fraction": jnp.mean(is_reinit)}
+        metrics = {**_diagnostics(metrics, negatives, energy_limit), **info}
+        if persistent:
+            keep = negatives
+            if noise_fn is not None:
+                bad = ~jnp.all(jnp.isfinite(negatives.reshape(negatives.shape[0], -1)), axis=1)
+                fresh = noise_fn(key_restart, negatives.shape[0])
+                keep = jnp.where(bad.reshape((-1,) + (1,) * (negatives.ndim - 1)), fresh, keep)
+            state = state._replace(extra=replay_push(state.extra, indices, keep))
+            metrics["reinit_fraction"] = jnp.mean(is_reinit)
+        return state, metrics
 
     return train_step

@@ -6,7 +6,8 @@ chains of a sampler (``run_chains_sharded``) and the batch of a train step
 parameters, optimiser state and keys are replicated. Keys are split exactly as in the
 unsharded code (JAX's partitionable threefry, the default, draws the same numbers however
 an array is laid out), so a sharded run reproduces the unsharded one for the same key: up to
-floating-point summation order where a gradient is reduced across devices.
+floating-point summation order where a gradient is reduced across devices. (An ``rbg`` or
+``unsafe_rbg`` key draws numbers that depend on the layout.)
 
 Devices:
 - GPUs/TPUs: ``jax.devices()`` lists them; nothing to configure.
@@ -28,14 +29,21 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from scorejax._checks import check_positive_int
-from scorejax._compile import compiler_options, jit
-from scorejax.prng import fast_key
-from scorejax.samplers.base import RunResult, Sampler, _check_run_args, _run
+from scorejax._compile import combine, jit, partition
+from scorejax.samplers.base import (
+    RunResult,
+    Sampler,
+    _check_run_args,
+    _check_trace_memory,
+    _drive,
+    _scan,
+    _trace_bytes,
+    strong_array,
+)
 from scorejax.types import Array, Key, PyTree
 
 AXIS = "batch"
@@ -119,7 +127,15 @@ def run_chains_sharded(
     num_steps: int,
     *,
     mesh: Mesh | None = None,
-    **kwargs,
+    schedule: PyTree = (),
+    thin: int = 0,
+    observable: Callable | None = None,
+    start_step: int = 0,
+    unroll: int | None = None,
+    progress: bool = False,
+    steps_per_call: int | None = None,
+    warn: bool = True,
+    trace_memory_fraction: float = 0.5,
 ) -> RunResult:
     """``run_chains`` with the chains split over the devices of ``mesh``: same key, same result.
 
@@ -129,11 +145,12 @@ def run_chains_sharded(
 
     Args:
       key: PRNG key.
-      sampler: the kernel (static: build it once).
+      sampler: the kernel (its arrays are data, as in ``run``).
       x0: (num_chains, ...) initial positions; num_chains divisible by the mesh size.
       num_steps: steps per chain.
       mesh: a one-axis mesh (``make_mesh()``, all devices, by default).
-      **kwargs: ``schedule``, ``thin``, ``unroll`` as in ``run``.
+      schedule, thin, observable, start_step, unroll, progress, steps_per_call, warn,
+        trace_memory_fraction: as in ``run``.
 
     Returns:
       RunResult with a leading chain axis, sharded along it.
@@ -142,34 +159,38 @@ def run_chains_sharded(
     if np.ndim(x0) < 1:
         raise ValueError(f"x0 must have a leading chain axis, got shape {np.shape(x0)}")
     _check_divisible("x0", np.shape(x0)[0], mesh)
-    thin = kwargs.pop("thin", 0)
-    schedule, unroll = _check_run_args(
-        num_steps, kwargs.pop("schedule", ()), thin, kwargs.pop("unroll", None)
-    )
-    if kwargs:
-        raise ValueError(f"unexpected keyword arguments {sorted(kwargs)}")
-    keys = jax.random.split(key, np.shape(x0)[0])
-    return _sharded_run(keys, sampler, jnp.asarray(x0), num_steps, schedule, thin, unroll, mesh)
+    x0 = strong_array(x0)
+    args = _check_run_args(sampler, x0, num_steps, schedule, thin, observable, unroll, start_step)
+    keys = jax.random.split(key, x0.shape[0])
+    return _drive(_sharded_run, keys, sampler, x0, args, start_step, progress, steps_per_call,
+                  warn, trace_memory_fraction, chain_axis=True, mesh=mesh)  # fmt: skip
 
 
-@jit(static_argnames=("sampler", "num_steps", "thin", "unroll", "mesh"))
-def _sharded_run(keys, sampler, x0, num_steps, schedule, thin, unroll, mesh):
+@jit(training=False)
+def _sharded_run(keys, sampler, x0, args, start, from_state, memory_fraction, mesh):
     chains = PartitionSpec(_axis(mesh))
+    # shard_map takes arrays only: the sampler's and the arguments' arrays go in replicated,
+    # their code stays static
+    arrays, static = partition((sampler, args))
 
-    def block(keys, x0, schedule):
-        one = lambda k, x: _run(k, sampler, x, num_steps, schedule, thin, unroll)
+    def block(keys, x0, arrays, start):
+        sampler, args = combine(arrays, static)
+        one = lambda k, x: _scan(k, sampler, x, args, start, from_state)
         return jax.vmap(one)(keys, x0)
 
     # check_vma=False: the runner's zero-initialised info accumulator is device-invariant
     # until the first step makes it vary per block; chains never communicate, so there is
     # nothing for the check to guard.
-    return jax.shard_map(
+    result = jax.shard_map(
         block,
         mesh=mesh,
-        in_specs=(chains, chains, PartitionSpec()),
+        in_specs=(chains, chains, PartitionSpec(), PartitionSpec()),
         out_specs=chains,
         check_vma=False,
-    )(keys, x0, schedule)
+    )(keys, x0, arrays, start)
+    if not from_state:
+        _check_trace_memory(_trace_bytes(result.trace), memory_fraction)
+    return result
 
 
 def shard_batch_fn(batch_fn: Callable[[Key], Any], mesh: Mesh) -> Callable[[Key], Any]:
@@ -203,12 +224,8 @@ def shard_train_step(train_step: Callable, mesh: Mesh) -> Callable:
     replicated = NamedSharding(mesh, PartitionSpec())
     split = NamedSharding(mesh, PartitionSpec(_axis(mesh)))
 
-    def step(state, key, batch):
-        return train_step(state, fast_key(key), batch)  # same numbers, faster hash on CPU
-
     return jax.jit(
-        step,
-        compiler_options=compiler_options(training=True),
+        train_step,
         in_shardings=(replicated, replicated, split),
         out_shardings=replicated,
         donate_argnums=(0,),

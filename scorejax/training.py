@@ -2,7 +2,13 @@
 
 ``make_train_step(loss_fn, optimizer)`` returns ``train_step(state, key, batch)``; ``fit``
 compiles ``steps_per_call`` of them into one ``lax.scan`` and does the progress bar,
-history and logging in Python between calls, so no step waits on the host.
+history and callbacks (checkpoints, logs) in Python between calls, so no step waits on the
+host.
+
+Reproducible by construction (DESIGN §22): step t uses the key
+``jax.random.fold_in(key, t)`` with t the global step ``state.step``, so the numbers do not
+depend on ``steps_per_call``, and a run resumed from a checkpoint of step t continues
+exactly as the uninterrupted run.
 """
 
 import functools
@@ -18,17 +24,16 @@ from tqdm.auto import tqdm
 
 from scorejax._checks import check_positive_int
 from scorejax._compile import jit
-from scorejax.prng import fast_key
 from scorejax.types import Array, Key, LossFn, Params
 
 
 class TrainState(NamedTuple):
     """Everything a training run carries, as arrays only.
 
-    params: model parameters. opt_state: optimiser state. step: int32 step counter.
-    ema_params: exponential moving average of params (Polyak averaging; used for sampling
-    in NCSNv2, Song & Ermon 2020, Technique 5). extra: any further carried arrays, e.g. a
-    persistent-chain replay buffer (None when unused).
+    params: model parameters. opt_state: optimiser state. step: int32 count of the steps
+    taken (the global step). ema_params: exponential moving average of params (Polyak
+    averaging; used for sampling in NCSNv2, Song & Ermon 2020, Technique 5). extra: any
+    further carried arrays, e.g. a persistent-chain replay buffer (None when unused).
     """
 
     params: Params
@@ -57,8 +62,15 @@ def make_train_step(
     """Build ``train_step(state, key, batch) -> (state, metrics)``.
 
     One optimiser update on ``grad loss_fn(params, key, batch)`` followed by the EMA update
-    ema <- d * ema + (1 - d) * params. ``metrics`` holds ``loss`` and ``grad_norm``, plus the
-    loss's auxiliary dict when ``has_aux`` (then ``loss_fn`` returns ``(loss, aux)``).
+    with warm-up,
+
+        ema <- d_t * ema + (1 - d_t) * params,   d_t = min(d, (1 + t) / (10 + t)),
+
+    t the number of steps taken before this one (TensorFlow's ExponentialMovingAverage with
+    ``num_updates``): early on the average follows the parameters (d_0 = 0.1), so a short run
+    does not sample from near-initial weights, and after ~10 / (1 - d) steps d_t = d.
+    ``metrics`` holds ``loss`` and ``grad_norm``, plus the loss's auxiliary dict when
+    ``has_aux`` (then ``loss_fn`` returns ``(loss, aux)``).
 
     Args:
       loss_fn: ``loss_fn(params, key, batch)``, keywords bound with ``functools.partial``.
@@ -75,8 +87,10 @@ def make_train_step(
         loss, aux = out if has_aux else (out, {})
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        t = state.step.astype(jnp.float32)
+        decay = jnp.minimum(ema_decay, (1.0 + t) / (10.0 + t))
         ema = jax.tree_util.tree_map(
-            lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params
+            lambda e, p: (decay * e + (1.0 - decay) * p).astype(e.dtype), state.ema_params, params
         )
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
         return state._replace(
@@ -109,15 +123,16 @@ def _row_sampler(batch_size: int) -> Callable[[Array, Key], Array]:
     return draw_rows
 
 
-@jit(training=True, static_argnames=("train_step", "num_steps", "unroll"), donate_argnums=(0,))
-def _scan_steps(state, key, batch_fn, train_step, num_steps, unroll=1):
-    key = fast_key(key)  # the same numbers, hashed in one fused loop on the CPU
-
-    def body(state, step_key):
-        key_batch, key_step = jax.random.split(step_key)
+@jit(training=True, donate_argnums=(0,))
+def _scan_steps(state, key, batch_fn, train_step, num_steps, unroll):
+    def body(state, _):
+        key_batch, key_step = jax.random.split(jax.random.fold_in(key, state.step))
         return train_step(state, key_step, batch_fn(key_batch))
 
-    return jax.lax.scan(body, state, jax.random.split(key, num_steps), unroll=unroll)
+    return jax.lax.scan(body, state, None, length=num_steps, unroll=unroll)
+
+
+Callback = Callable[[int, TrainState, dict], None]
 
 
 def fit(
@@ -131,61 +146,77 @@ def fit(
     progress: bool = True,
     description: str = "training",
     unroll: int = 1,
+    callbacks: tuple[Callback, ...] = (),
 ) -> tuple[TrainState, dict]:
     """Run ``num_steps`` training steps, ``steps_per_call`` per compiled ``lax.scan``.
 
-    Between calls it updates a tqdm bar with the running loss; the metrics of every step
-    come back as NumPy arrays, and a non-finite loss raises a RuntimeWarning naming the
-    first bad step. ``state`` is donated: do not reuse the state passed in.
+    Step t (the global step ``state.step``) draws its batch and its loss's key from
+    ``jax.random.fold_in(key, t)``, so the result does not depend on ``steps_per_call``, and
+    ``fit`` called again on its own output with the same key continues the same run: 20 + 20
+    steps equal 40. Between calls it updates a tqdm bar with the running loss and calls the
+    ``callbacks``; the metrics of every step come back as NumPy arrays, and a non-finite
+    loss raises a RuntimeWarning naming the first bad step. ``state`` is donated: do not
+    reuse the state passed in.
 
     The host never waits inside a call, and calls are pipelined: call i + 1 is dispatched
-    before the metrics of call i are copied to the host, so the device is not idle while
-    the progress bar updates.
+    before the metrics of call i are copied to the host and the callbacks see them, so the
+    device is not idle while the progress bar, logs and checkpoints are written (when
+    there are callbacks, the state is copied on the device for them before call i + 1
+    takes it over).
 
     Args:
-      train_step: from ``make_train_step`` (build it once; it is a static argument).
-      state: initial TrainState.
-      key: PRNG key; one per step is split off inside (through ``scorejax.prng.fast_key``
-        on the CPU: the same numbers, drawn faster).
+      train_step: from ``make_train_step`` (build it once: a new function compiles again).
+      state: initial TrainState (its ``step`` is the global step to start from).
+      key: the run's PRNG key (the same for the whole run, and after a resume).
       batch_fn: ``batch_fn(key) -> batch``, e.g. ``lambda k: sample_two_gaussians(k, 512)``
-        or ``minibatches(data, 512)``. A plain function is a static argument: a new lambda
-        on every ``fit`` call compiles again, so build it once and pass the same function
-        each time. A ``jax.tree_util.Partial`` (what ``minibatches`` returns) passes its
-        arrays as arguments instead, so new data of the same shapes reuse the program.
-      num_steps: total steps; a last shorter call covers any remainder.
+        or ``minibatches(data, 512)``. A plain function is code: a new lambda on every
+        ``fit`` call compiles again, so build it once and pass the same function each time.
+        A ``jax.tree_util.Partial`` (what ``minibatches`` returns) passes its arrays as
+        arguments instead, so new data of the same shapes reuse the program.
+      num_steps: how many steps to take; a last shorter call covers any remainder.
       steps_per_call: K steps per compiled call.
       progress: show the progress bar.
-      unroll: ``lax.scan`` unroll factor of the K steps (1 by default: a train step is
-        large enough that the loop overhead is negligible; see benchmarks/).
+      unroll: ``lax.scan`` unroll factor of the K steps.
+      callbacks: ``callback(step, state, metrics)`` functions called on the host after each
+        compiled call, with the global step reached, the state at that step and the metrics
+        of that call's steps (NumPy arrays); see ``scorejax.checkpoint`` for checkpoints
+        and TensorBoard logs.
 
     Returns:
       (final state, history) with history[name] of shape (num_steps,).
     """
-    check_positive_int("num_steps", num_steps)
-    check_positive_int("steps_per_call", steps_per_call)
-    check_positive_int("unroll", unroll)
-    if not isinstance(batch_fn, jax.tree_util.Partial):
-        # a plain function becomes the static part of a Partial: jit caches on its identity
-        batch_fn = jax.tree_util.Partial(batch_fn)
+    num_steps = check_positive_int("num_steps", num_steps)
+    steps_per_call = check_positive_int("steps_per_call", steps_per_call)
+    unroll = check_positive_int("unroll", unroll)
+    if not isinstance(state, TrainState):
+        raise TypeError(f"state must be a TrainState (init_train_state), got {type(state)}")
+    for callback in callbacks:
+        if not callable(callback):
+            raise TypeError(f"callbacks must be functions (step, state, metrics), got {callback}")
     chunks: dict[str, list] = {}
     bar = tqdm(total=num_steps, desc=description, disable=not progress, leave=False)
 
     def collect(pending):
-        metrics, k = pending
-        metrics = jax.device_get(metrics)
+        metrics, k, snapshot = pending
+        metrics = {name: np.asarray(v) for name, v in jax.device_get(metrics).items()}
         for name, values in metrics.items():
-            chunks.setdefault(name, []).append(np.asarray(values))
+            chunks.setdefault(name, []).append(values)
         bar.update(k)
         bar.set_postfix(loss=f"{float(np.mean(metrics['loss'])):.4g}")
+        if snapshot is not None:
+            step = int(snapshot.step)
+            for callback in callbacks:
+                callback(step, snapshot, metrics)
 
     done, pending = 0, None
     while done < num_steps:
         k = min(steps_per_call, num_steps - done)
-        key, call_key = jax.random.split(key)
-        state, metrics = _scan_steps(state, call_key, batch_fn, train_step, k, unroll)
+        state, metrics = _scan_steps(state, key, batch_fn, train_step, k, unroll)
+        # the next call takes the state over (donation): copy it for the callbacks first
+        snapshot = jax.tree_util.tree_map(jnp.copy, state) if callbacks else None
         if pending is not None:
             collect(pending)
-        pending = (metrics, k)
+        pending = (metrics, k, snapshot)
         done += k
     collect(pending)
     bar.close()

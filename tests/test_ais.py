@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from jax.scipy.special import logsumexp
 
-from scorejax.partition import (
+from scorejax.rbm import (
+    RBM,
     ais_betas,
+    base_rate_visible_bias,
     rbm_ais,
     rbm_log_likelihood,
     rbm_log_partition_exact,
 )
-from scorejax.rbm import RBM, base_rate_visible_bias
 
 
 def random_rbm(key, num_visible, num_hidden, scale=1.0):

@@ -28,7 +28,8 @@ def test_cd_gradient_is_the_mean_gradient_difference(alpha):
     pos = jax.random.normal(key_p, (5, 3))
     neg = 2.0 * jax.random.normal(key_n, (7, 3)) + 0.5
     grads, aux = jax.grad(
-        lambda p: sj.cd_loss(p, pos, neg, energy_fn=_tiny_energy, alpha=alpha), has_aux=True
+        lambda p: sj.cd_loss(p, None, (pos, neg), energy_fn=_tiny_energy, alpha=alpha),
+        has_aux=True,
     )(params)
     e_pos = jax.vmap(_tiny_energy, (None, 0))(params, pos)
     e_neg = jax.vmap(_tiny_energy, (None, 0))(params, neg)
@@ -43,7 +44,7 @@ def test_cd_gradient_is_the_mean_gradient_difference(alpha):
     np.testing.assert_allclose(aux["energy_pos"], jnp.mean(e_pos), rtol=1e-6)
     np.testing.assert_allclose(aux["energy_neg"], jnp.mean(e_neg), rtol=1e-6)
     # the negatives are constants: no gradient flows into the sampler
-    g_x = jax.grad(lambda n: sj.cd_loss(params, pos, n, energy_fn=_tiny_energy)[0])(neg)
+    g_x = jax.grad(lambda n: sj.cd_loss(params, None, (pos, n), energy_fn=_tiny_energy)[0])(neg)
     np.testing.assert_array_equal(g_x, jnp.zeros_like(neg))
 
 
@@ -80,12 +81,13 @@ def test_pcd_recovers_the_gaussian_mle():
     h, k, lr = 0.1, 5, 0.05
     burn_in, num_avg = 1500, 2000
 
-    make_sampler = lambda e: sj.ula(lambda x: -jax.grad(e)(x), h)
+    score_fn = sj.score_from_energy(_gaussian_energy)
+    make_sampler = lambda params: sj.ula(functools.partial(score_fn, params), h)
     noise_fn = sj.uniform_noise(-3.0, 3.0, (2,))
     optimizer = optax.sgd(lr)
-    train_step = sj.make_pcd_train_step(
-        _gaussian_energy, make_sampler, optimizer, num_mcmc_steps=k, noise_fn=noise_fn,
-        reinit_fraction=0.0,
+    train_step = sj.make_cd_train_step(
+        _gaussian_energy, make_sampler, optimizer, num_mcmc_steps=k, persistent=True,
+        noise_fn=noise_fn, reinit_fraction=0.0,
     )  # fmt: skip
     params = {"mu": jnp.zeros(2), "P": jnp.eye(2)}
     buffer = sj.replay_init(jax.random.key(2), noise_fn, n)
@@ -123,7 +125,8 @@ def test_pcd_recovers_the_gaussian_mle():
 def test_cd_and_short_run_steps_jit_and_are_deterministic():
     energy_fn = apply_fn(sj.nets.MLPEnergy(hidden=(16,)))
     params = sj.nets.MLPEnergy(hidden=(16,)).init(jax.random.key(0), jnp.zeros(2))
-    make_sampler = lambda e: sj.decoupled_langevin(lambda x: -jax.grad(e)(x), 0.1, 0.05)
+    score_fn = sj.score_from_energy(energy_fn)
+    make_sampler = lambda p: sj.decoupled_langevin(functools.partial(score_fn, p), 0.1, 0.05)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))
     batch = jax.random.normal(jax.random.key(1), (32, 2))
     for noise_fn in (None, sj.uniform_noise(-2.0, 2.0, (2,))):
@@ -145,7 +148,8 @@ def test_cd_and_short_run_steps_jit_and_are_deterministic():
 def test_divergence_is_reported():
     # an energy with a huge scale: |E| above the limit flags the step as diverged
     energy_fn = lambda params, x: params * 1e6 * jnp.sum(x**2)
-    make_sampler = lambda e: sj.decoupled_langevin(lambda x: -jax.grad(e)(x), 1.0, 0.0)
+    score_fn = sj.score_from_energy(energy_fn)
+    make_sampler = lambda p: sj.decoupled_langevin(functools.partial(score_fn, p), 1.0, 0.0)
     step = sj.make_cd_train_step(
         energy_fn, make_sampler, optax.sgd(1e-3), num_mcmc_steps=2, energy_limit=1e4
     )
@@ -209,22 +213,24 @@ def test_resnet_energy_on_mnist_size():
 def test_bad_input_errors():
     pos = jnp.zeros((4, 2))
     with pytest.raises(ValueError, match="negatives"):
-        sj.cd_loss(None, pos, jnp.zeros((4, 3)), energy_fn=_tiny_energy)
+        sj.cd_loss(None, None, (pos, jnp.zeros((4, 3))), energy_fn=_tiny_energy)
     with pytest.raises(ValueError, match="alpha"):
-        sj.cd_loss(None, pos, pos, energy_fn=_tiny_energy, alpha=-1.0)
-    with pytest.raises(ValueError, match="batch"):
-        sj.cd_loss(None, jnp.zeros(2), pos, energy_fn=_tiny_energy)
+        sj.cd_loss(None, None, (pos, pos), energy_fn=_tiny_energy, alpha=-1.0)
+    with pytest.raises(ValueError, match="positives"):
+        sj.cd_loss(None, None, (jnp.zeros(2), pos), energy_fn=_tiny_energy)
+    with pytest.raises(ValueError, match="pair"):
+        sj.cd_loss(None, None, pos, energy_fn=_tiny_energy)
     with pytest.raises(ValueError, match="noise_scale"):
         sj.decoupled_langevin(lambda x: -x, 0.1, -1.0)
     with pytest.raises(ValueError, match="step_size"):
         sj.decoupled_langevin(lambda x: -x, 0.0, 1.0)
     with pytest.raises(ValueError, match="clip_range"):
         sj.decoupled_langevin(lambda x: -x, 0.1, 1.0, clip_range=(1.0, 0.0))
-    make_sampler = lambda e: sj.ula(lambda x: -jax.grad(e)(x), 0.1)
+    make_sampler = lambda p: sj.ula(functools.partial(sj.score_from_energy(_tiny_energy), p), 0.1)
     with pytest.raises(ValueError, match="num_mcmc_steps"):
         sj.make_cd_train_step(_tiny_energy, make_sampler, optax.sgd(0.1), num_mcmc_steps=0)
-    with pytest.raises(ValueError, match="make_sampler"):
-        step = sj.make_cd_train_step(_tiny_energy, lambda e: None, optax.sgd(0.1), num_mcmc_steps=1)
+    with pytest.raises(TypeError, match="make_sampler"):
+        step = sj.make_cd_train_step(_tiny_energy, lambda p: None, optax.sgd(0.1), num_mcmc_steps=1)
         params = {"w": jnp.ones(2), "b": jnp.zeros(())}
         step(sj.init_train_state(params, optax.sgd(0.1)), jax.random.key(0), pos)
     with pytest.raises(ValueError, match="image"):

@@ -1,8 +1,5 @@
 """Data samplers and loaders; Flax modules through the one seam."""
 
-import re
-
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,7 +67,7 @@ def test_modules_through_the_seam():
     np.testing.assert_allclose(score(params, x), -jax.grad(energy_fn, 1)(params, x), rtol=1e-6)
     batch = jnp.stack([x, -x])
     np.testing.assert_allclose(
-        jax.vmap(energy_fn, (None, 0))(params, batch)[0], energy_fn(params, x), rtol=1e-6
+        jax.vmap(energy_fn, (None, 0))(params, batch)[0], energy_fn(params, x), rtol=1e-5
     )
 
     score_model = nets.MLPScore((16,))
@@ -96,47 +93,22 @@ def test_noise_conditional_output_scales_as_one_over_sigma():
     np.testing.assert_allclose(out[1], model.apply(params, x, 1.0), rtol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(128, 2), (2, 128)], ids=["narrowing", "widening"])
-def test_readout_dot_general_is_the_plain_product_and_its_gradient(shape):
-    """Same values and gradients as lax.dot_general under vmap (how the losses call nets)."""
-    kernel = jax.random.normal(jax.random.key(0), shape)
-    x = jax.random.normal(jax.random.key(1), (64, shape[0]))
-    dims = (((0,), (0,)), ((), ()))
-
-    def loss(dot, w):
-        return jnp.sum(jnp.sin(jax.vmap(lambda v: dot(v, w, dims))(x)))
-
-    plain = jax.value_and_grad(lambda w: loss(jax.lax.dot_general, w))(kernel)
-    readout = jax.value_and_grad(lambda w: loss(nets.readout_dot_general, w))(kernel)
-    np.testing.assert_allclose(readout[0], plain[0], rtol=1e-5)
-    np.testing.assert_allclose(readout[1], plain[1], rtol=1e-5, atol=1e-5)
+def test_noise_conditional_mlp_rejects_a_non_flat_example():
+    model = nets.NoiseConditionalMLP((8,))
+    with pytest.raises(ValueError, match="flat example"):
+        model.init(jax.random.key(0), jnp.zeros((8, 8)), jnp.ones(()))
 
 
-def _weight_gradient_layouts(readout):
-    """Output shapes and layouts of the dots in XLA's compiled DSM gradient of a 2-128-128-2
-    MLP whose readout uses ``readout`` as its dot_general."""
-
-    class Net(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            for _ in range(2):
-                x = nn.silu(nn.Dense(128)(x))
-            return nn.Dense(2, dot_general=readout)(x)
-
-    model = Net()
-    params = model.init(jax.random.key(0), jnp.zeros(2))
-    loss = lambda p, x: sj.dsm_loss(p, jax.random.key(1), x, score_fn=nets.apply_fn(model),
-                                    sigma=0.1)  # fmt: skip
-    hlo = jax.jit(jax.grad(loss)).lower(params, jnp.zeros((512, 2))).compile().as_text()
-    return re.findall(r"= (f32\[[0-9,]+\]\{[0-9,]+\}) dot\(", hlo)
-
-
-def test_readout_weight_gradient_is_laid_out_features_first():
-    """The mechanism, on this XLA: with the plain product the readout's weight gradient is
-    a (128, 2) row-major dot (the slow layout); with readout_dot_general it is laid out
-    features first, (2, 128) in memory, and the slow one is gone."""
-    assert "f32[128,2]{1,0}" in _weight_gradient_layouts(jax.lax.dot_general)
-    layouts = _weight_gradient_layouts(nets.readout_dot_general)
-    assert "f32[128,2]{1,0}" not in layouts, layouts
-    # two features-first weight gradients: the first layer's (2, 128) and the readout's
-    assert layouts.count("f32[2,128]{1,0}") + layouts.count("f32[128,2]{0,1}") == 2, layouts
+def test_tile_images_handles_unit_and_centred_ranges_and_rgb():
+    unit = jnp.linspace(0.0, 1.0, 2 * 3 * 3).reshape(2, 3, 3)
+    tiled = sj.plot.tile_images(unit, num_columns=2)
+    assert tiled.shape == (1 * 4 + 1, 2 * 4 + 1)
+    np.testing.assert_allclose(tiled[1:4, 1:4], unit[0])
+    # [-1, 1] data is mapped affinely onto [0, 1], not clipped at 0
+    np.testing.assert_allclose(sj.plot.tile_images(2 * unit - 1, num_columns=2), tiled)
+    rgb = jnp.stack([unit, 1 - unit, unit], axis=-1)
+    tiled_rgb = sj.plot.tile_images(rgb, num_columns=2)
+    assert tiled_rgb.shape == (5, 9, 3)
+    np.testing.assert_allclose(tiled_rgb[1:4, 1:4, 1], 1 - unit[0])
+    with pytest.raises(ValueError, match="images must have shape"):
+        sj.plot.tile_images(jnp.zeros((2, 3, 3, 2)))

@@ -94,7 +94,7 @@ def test_split_rhat_detects_shifted_chains():
 
 
 def test_acceptance_summary():
-    info = MetropolisInfo(jnp.array([0.5, 0.7, 0.6]), jnp.ones(3), jnp.zeros(3))
+    info = MetropolisInfo(jnp.array([0.5, 0.7, 0.6]), jnp.ones(3), jnp.zeros(3), jnp.zeros(3))
     summary = diagnostics.acceptance_summary(info)
     np.testing.assert_allclose([summary.mean, summary.min, summary.max], [0.6, 0.5, 0.7], 1e-6)
 

@@ -41,13 +41,13 @@ STD = jnp.array([1.0, 2.0])
 RHO = 0.8
 TARGET = sj.Gaussian(MEAN, jnp.array([[1.0, RHO * 2.0], [RHO * 2.0, 4.0]]))
 
-# built once: a sampler is a static argument of the runner, so reusing the object (and the
-# shapes) reuses the compiled run across tests
 KERNELS = {
     "rwm": rwm(TARGET.energy, 0.4),
     "mala": mala(TARGET.energy, 0.15),
     "hmc": hmc(TARGET.energy, 0.25, 6),
     "hmc_diag_mass": hmc(TARGET.energy, 0.4, 6, inverse_mass=STD**2),
+    # M^-1 = the target's covariance: HMC on a whitened target (Neal 2011, Section 5.4.1)
+    "hmc_dense_mass": hmc(TARGET.energy, 0.4, 6, inverse_mass=TARGET.cov),
 }
 NUM_SEEDS, NUM_CHAINS, NUM_STEPS = 2, 8, 4000
 X0 = TARGET.sample(jax.random.key(0), NUM_CHAINS)
@@ -109,9 +109,11 @@ def test_mala_acceptance_matches_exact_hastings_ratio():
 
 def test_nonfinite_proposals_are_rejected():
     energy_fn = lambda x: jnp.where(x[0] > 0.5, jnp.nan, 0.5 * jnp.sum(x**2))
-    result = run(jax.random.key(0), rwm(energy_fn, 0.5), jnp.array([-1.0, 0.0]), 300, thin=1)
+    with pytest.warns(RuntimeWarning, match="divergent transitions"):
+        result = run(jax.random.key(0), rwm(energy_fn, 0.5), jnp.array([-1.0, 0.0]), 300, thin=1)
     assert np.all(np.asarray(result.trace.x[:, 0]) <= 0.5)
-    assert float(result.info.num_nonfinite) == 0.0
+    assert float(result.info.num_nonfinite) == 0.0  # the chain itself stayed finite
+    assert float(result.info.is_divergent) > 0.0  # its NaN proposals are reported
     assert 0.0 < float(result.info.acceptance_rate) < 1.0
 
 
@@ -261,9 +263,13 @@ def test_bad_inputs_raise():
         hmc(TARGET.energy, 0.1, 0)
     with pytest.raises(ValueError, match="inverse_mass"):
         hmc(TARGET.energy, 0.1, 5, inverse_mass=jnp.array([1.0, -1.0]))
+    with pytest.raises(ValueError, match="symmetric positive-definite"):
+        hmc(TARGET.energy, 0.1, 5, inverse_mass=jnp.array([[1.0, -2.0], [-2.0, 1.0]]))
     with pytest.raises(ValueError, match="inverse_mass"):
-        hmc(TARGET.energy, 0.1, 5, inverse_mass=jnp.eye(2))
-    with pytest.raises(ValueError, match="energy_fn"):
+        run(jax.random.key(0), hmc(TARGET.energy, 0.1, 5, inverse_mass=jnp.ones(3)), MEAN, 2)
+    with pytest.raises(ValueError, match="inverse_mass"):
+        run(jax.random.key(0), hmc(TARGET.energy, 0.1, 5, inverse_mass=jnp.eye(3)), MEAN, 2)
+    with pytest.raises(TypeError, match="energy_fn"):
         mala("not a function", 0.1)
     with pytest.raises(ValueError, match="momentum"):
         leapfrog(_quartic, jnp.zeros(2), jnp.zeros(3), 0.1, 10)

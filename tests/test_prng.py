@@ -1,5 +1,6 @@
-"""scorejax.prng: Threefry-2x32 against Random123's known answers, and the unrolled generator
-against JAX's own threefry2x32, bit for bit, for every way scorejax draws random numbers."""
+"""scorejax.prng: Threefry-2x32 against Random123's known answers, and the opt-in unrolled
+generator against JAX's own threefry2x32, bit for bit, for every way scorejax draws random
+numbers; scorejax's loops hand kernels and losses the user's own key type."""
 
 from functools import partial
 
@@ -10,7 +11,7 @@ import optax
 import pytest
 
 import scorejax as sj
-from scorejax.prng import THREEFRY_UNROLLED, fast_key, threefry2x32
+from scorejax.prng import THREEFRY_UNROLLED, threefry2x32
 
 # Random123's known-answer vectors for threefry2x32_20 (Salmon et al. 2011; the kat_vectors
 # file of the Random123 distribution): (key, counter) -> output
@@ -100,19 +101,6 @@ def test_unrolled_threefry_follows_jax_in_its_other_counter_layout():
             np.testing.assert_array_equal(DRAWS[name](_unrolled(key)), DRAWS[name](key))
 
 
-def test_fast_key_converts_only_threefry_keys_on_the_cpu():
-    key = jax.random.key(0)
-    converted = fast_key(key)
-    if jax.default_backend() == "cpu":
-        assert jax.random.key_impl(converted) != jax.random.key_impl(key)
-    np.testing.assert_array_equal(jax.random.key_data(converted), jax.random.key_data(key))
-    for other in (jax.random.key(0, impl="rbg"), jax.random.key(0, impl="unsafe_rbg")):
-        assert fast_key(other) is other
-    legacy = jax.random.PRNGKey(0)  # raw uint32 key data: left as it is
-    assert fast_key(legacy) is legacy
-    assert jax.random.key_impl(fast_key(converted)) == jax.random.key_impl(converted)
-
-
 def test_runner_noise_is_jax_default_threefry_noise():
     # a kernel whose new state is its noise draw: run's trace is then exactly the numbers
     # jax.random.normal gives for the step keys fold_in(key, t) under JAX's default keys
@@ -131,22 +119,27 @@ def test_runner_noise_is_jax_default_threefry_noise():
         np.testing.assert_array_equal(chains[c], np.stack(expected))
 
 
-def test_fit_draws_jax_default_threefry_batches():
+def test_fit_draws_step_t_from_fold_in_of_the_global_step():
     loss = lambda params, key, batch: jnp.sum((params - batch) ** 2)
     batch_fn = partial(jax.random.normal, shape=(2,))
     step = sj.make_train_step(loss, optax.sgd(0.0))  # params never move: only the draws matter
     state = sj.init_train_state(jnp.zeros(2), optax.sgd(0.0))
     key = jax.random.key(9)
-    _, history = sj.fit(step, state, key, batch_fn, num_steps=4, steps_per_call=4, progress=False)
-    # fit's own key schedule, replayed with JAX's default keys
-    _, call_key = jax.random.split(key)
-    for t, step_key in enumerate(jax.random.split(call_key, 4)):
-        batch = batch_fn(jax.random.split(step_key)[0])
+    _, history = sj.fit(step, state, key, batch_fn, num_steps=4, steps_per_call=3, progress=False)
+    for t in range(4):
+        batch = batch_fn(jax.random.split(jax.random.fold_in(key, t))[0])
         assert history["loss"][t] == pytest.approx(float(jnp.sum(batch**2)), rel=1e-6)
 
 
-def test_scorejax_loops_hand_their_kernels_the_unrolled_key_on_the_cpu():
-    # the speed-up is applied, not only harmless: record the key type a kernel and a loss see
+KEY_IMPLS = [None, "rbg", "unsafe_rbg", THREEFRY_UNROLLED]
+
+
+@pytest.mark.parametrize("impl", KEY_IMPLS, ids=["threefry", "rbg", "unsafe_rbg", "unrolled"])
+def test_kernels_and_losses_receive_the_users_key_implementation(impl):
+    make_key = lambda seed: (
+        jax.random.key(seed) if impl is None else jax.random.key(seed, impl=impl)
+    )
+    expected = jax.random.key_impl(make_key(0))
     seen = []
 
     def step(key, x):
@@ -154,7 +147,8 @@ def test_scorejax_loops_hand_their_kernels_the_unrolled_key_on_the_cpu():
         return x, jnp.zeros(())
 
     sampler = sj.samplers.Sampler(init=lambda x: x, step=step)
-    sj.run_chains(jax.random.key(0), sampler, jnp.zeros((2, 1)), 3)
+    sj.run_chains(make_key(0), sampler, jnp.zeros((2, 1)), 3)
+    sj.run(make_key(0), sampler, jnp.zeros(1), 3, progress=True, steps_per_call=1)
 
     def loss(params, key, batch):
         seen.append(jax.random.key_impl(key))
@@ -162,8 +156,23 @@ def test_scorejax_loops_hand_their_kernels_the_unrolled_key_on_the_cpu():
 
     step_fn = sj.make_train_step(loss, optax.sgd(0.1))
     state = sj.init_train_state(jnp.zeros(1), optax.sgd(0.1))
-    sj.fit(step_fn, state, jax.random.key(1), lambda k: jnp.ones(1), num_steps=2, progress=False)
-    expected = jax.random.key_impl(fast_key(jax.random.key(0)))
-    assert len(seen) >= 2 and all(impl == expected for impl in seen)
-    if jax.default_backend() == "cpu":
-        assert expected != jax.random.key_impl(jax.random.key(0))
+    sj.fit(step_fn, state, make_key(1), lambda k: jnp.ones(1), num_steps=2, progress=False)
+    assert len(seen) >= 3 and all(seen_impl == expected for seen_impl in seen)
+
+
+def test_a_kernel_that_combines_its_step_key_with_a_key_it_closed_over_runs():
+    """A valid kernel under a plain lax.scan (it selects between its step key and a key of
+    its own) must run unchanged inside scorejax's runner: keys are never converted."""
+    own_key = jax.random.key(42)
+
+    def step(key, x):
+        chosen = jax.lax.select(x[0] > 0, key, own_key)
+        return x + jax.random.normal(chosen, x.shape), jnp.zeros(())
+
+    sampler = sj.samplers.Sampler(init=lambda x: x, step=step)
+    key = jax.random.key(0)
+    out = sj.run(key, sampler, jnp.zeros(2), 5).state
+    x = jnp.zeros(2)
+    for t in range(5):  # the same kernel by hand: the runner's keys are fold_in(key, t)
+        x, _ = step(jax.random.fold_in(key, t), x)
+    np.testing.assert_allclose(out, x, rtol=1e-6)

@@ -10,18 +10,19 @@ import optax
 import pytest
 from jax.scipy.special import logsumexp
 
-from scorejax.partition import rbm_log_likelihood, rbm_log_partition_exact
+from scorejax.losses import cd_loss
 from scorejax.rbm import (
     RBM,
     RBMTrainConfig,
     block_gibbs,
-    contrastive_divergence_loss,
     init_rbm,
-    make_rbm_train_step,
+    rbm_log_likelihood,
+    rbm_log_partition_exact,
     sample_dbn,
     train_dbn,
     train_rbm,
 )
+from scorejax.replay import ReplayBuffer, make_cd_train_step
 from scorejax.samplers import run, run_chains
 from scorejax.training import init_train_state
 
@@ -70,7 +71,7 @@ def test_block_gibbs_samples_the_exact_marginal():
     probs = np.asarray(jax.nn.softmax(-jax.vmap(params.free_energy)(vs)), np.float64)
     num_chains = 4000
     result = run_chains(jax.random.key(3), block_gibbs(params), jnp.zeros((num_chains, 4)), 30)
-    index = np.asarray(result.state.v @ (2.0 ** jnp.arange(3, -1, -1))).astype(int)
+    index = np.asarray(result.state.x @ (2.0 ** jnp.arange(3, -1, -1))).astype(int)
     counts = np.bincount(index, minlength=16)
     chi2 = np.sum((counts - num_chains * probs) ** 2 / (num_chains * probs))
     assert chi2 < 37.70  # chi-square(15) quantile at 0.999
@@ -79,7 +80,7 @@ def test_block_gibbs_samples_the_exact_marginal():
     sampler = block_gibbs(params)
     a = run(jax.random.key(4), sampler, jnp.zeros(4), 5)
     b = run(jax.random.key(4), sampler, jnp.zeros(4), 5)
-    np.testing.assert_array_equal(a.state.v, b.state.v)
+    np.testing.assert_array_equal(a.state.x, b.state.x)
 
 
 def test_cd_loss_gradient_is_the_likelihood_gradient_with_exact_negatives():
@@ -102,13 +103,14 @@ def test_cd_loss_gradient_is_the_likelihood_gradient_with_exact_negatives():
         strict=True,
     ):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    # the library loss is the same gap with unweighted negatives (Monte Carlo samples)
-    loss, aux = contrastive_divergence_loss(params, jax.random.key(0), (data, vs[:4]))
+    # the library's one CD loss, with the free energy as the energy, is the same gap with
+    # unweighted negatives (Monte Carlo samples)
+    loss, _ = cd_loss(params, jax.random.key(0), (data, vs[:4]), energy_fn=RBM.free_energy)
     gap = jnp.mean(jax.vmap(params.free_energy)(data)) - jnp.mean(
         jax.vmap(params.free_energy)(vs[:4])
     )
     np.testing.assert_allclose(loss, gap, rtol=1e-6)
-    assert float(aux["reconstruction_error"]) >= 0.0
+    assert float(params.reconstruction_error(data[0])) >= 0.0
 
 
 def _teacher_data(key, n=2000):
@@ -155,20 +157,35 @@ def test_train_rbm_again_compiles_nothing():
     assert not np.allclose(first.W, second.W)
 
 
-def test_pcd_keeps_its_chains_in_extra():
+def test_pcd_keeps_its_chains_in_the_replay_buffer():
+    """An RBM trains through the library's one CD step: block Gibbs negatives, the chains
+    kept in the same ReplayBuffer the continuous EBMs use."""
     params = init_rbm(jax.random.key(0), 6, 4)
     optimizer = optax.sgd(0.1)
-    chains = jnp.zeros((10, 6))
+    chains = ReplayBuffer(jnp.zeros((10, 6)))
     state = init_train_state(params, optimizer, extra=chains)
-    step = jax.jit(make_rbm_train_step(optimizer, num_gibbs_steps=2, persistent=True))
+    step = make_cd_train_step(
+        RBM.free_energy, block_gibbs, optimizer, num_mcmc_steps=2, persistent=True,
+        reinit_fraction=0.0,
+    )  # fmt: skip
+    step = jax.jit(step)
     batch = jnp.ones((5, 6))
     new_state, metrics = step(state, jax.random.key(1), batch)
-    assert new_state.extra.shape == (10, 6)
-    assert not np.array_equal(new_state.extra, chains)  # 20 Bernoulli(~1/2) draws all zero
-    assert set(np.unique(np.asarray(new_state.extra))) <= {0.0, 1.0}
+    assert new_state.extra.x.shape == (10, 6)
+    assert not np.array_equal(new_state.extra.x, chains.x)  # 5 chains x 2 steps moved
+    assert set(np.unique(np.asarray(new_state.extra.x))) <= {0.0, 1.0}
     again, _ = step(state, jax.random.key(1), batch)
-    np.testing.assert_array_equal(again.extra, new_state.extra)
-    assert "reconstruction_error" in metrics
+    np.testing.assert_array_equal(again.extra.x, new_state.extra.x)
+    assert float(metrics["reinit_fraction"]) == 0.0 and float(metrics["diverged"]) == 0.0
+
+
+def test_train_rbm_history_has_the_reconstruction_error():
+    _, data = _teacher_data(jax.random.key(10), n=200)
+    config = RBMTrainConfig(num_hidden=3, num_steps=10, persistent=True, num_chains=100)
+    _, history = train_rbm(jax.random.key(0), data, config, progress=False)
+    assert history["reconstruction_error"].shape == (10,)
+    with pytest.raises(ValueError, match="num_chains"):
+        train_rbm(jax.random.key(0), data, config._replace(num_chains=50), progress=False)
 
 
 @pytest.mark.slow  # the experiment's smoke run trains and samples a DBN in CI
@@ -188,12 +205,12 @@ def test_bad_input_raises():
     params = random_rbm(jax.random.key(0), 4, 3)
     with pytest.raises(ValueError, match="params"):
         block_gibbs(RBM(jnp.zeros((4, 3)), jnp.zeros(3), jnp.zeros(3)))
-    with pytest.raises(ValueError, match="v must have shape"):
+    with pytest.raises(ValueError, match="x0 must have shape"):
         run(jax.random.key(0), block_gibbs(params), jnp.zeros(5), 3)
     with pytest.raises(ValueError, match="binary"):
         train_rbm(jax.random.key(0), jnp.full((10, 4), 0.5), RBMTrainConfig(num_steps=1))
-    with pytest.raises(ValueError, match="num_gibbs_steps"):
-        make_rbm_train_step(optax.sgd(0.1), num_gibbs_steps=0)
+    with pytest.raises(ValueError, match="num_mcmc_steps"):
+        make_cd_train_step(RBM.free_energy, block_gibbs, optax.sgd(0.1), num_mcmc_steps=0)
     with pytest.raises(ValueError, match="layer_sizes"):
         train_dbn(jax.random.key(0), jnp.zeros((10, 4)), ())
 

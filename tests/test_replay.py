@@ -1,5 +1,7 @@
 """The replay buffer: size, reinitialisation fraction, jit, determinism; AUROC; bad input."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,12 +63,14 @@ def test_pcd_step_carries_the_buffer():
     import optax
 
     energy_fn = lambda params, x: 0.5 * params * jnp.sum(x**2)
-    make_sampler = lambda e: sj.ula(lambda x: -jax.grad(e)(x), 0.01)
+    score_fn = sj.score_from_energy(energy_fn)
+    make_sampler = lambda params: sj.ula(partial(score_fn, params), 0.01)
     step = jax.jit(
-        sj.make_pcd_train_step(
-            energy_fn, make_sampler, optax.sgd(0.01), num_mcmc_steps=2, noise_fn=NOISE
+        sj.make_cd_train_step(
+            energy_fn, make_sampler, optax.sgd(0.01), num_mcmc_steps=2, persistent=True,
+            noise_fn=NOISE,
         )
-    )
+    )  # fmt: skip
     state = sj.init_train_state(jnp.array(1.0), optax.sgd(0.01), sj.replay_init(
         jax.random.key(0), NOISE, 40))  # fmt: skip
     batch = jnp.ones((8, 3))
@@ -101,6 +105,8 @@ def test_bad_input_errors():
         sj.replay_sample(jax.random.key(0), buffer, 11, NOISE)
     with pytest.raises(ValueError, match="reinit_fraction"):
         sj.replay_sample(jax.random.key(0), buffer, 5, NOISE, 1.5)
+    with pytest.raises(ValueError, match="noise_fn"):
+        sj.replay_sample(jax.random.key(0), buffer, 5, None, 0.5)
     with pytest.raises(ValueError, match="size"):
         sj.replay_init(jax.random.key(0), NOISE, 0)
     with pytest.raises(ValueError, match="example shape"):

@@ -99,8 +99,10 @@ def test_pt_bad_inputs():
         parallel_tempering(MIXTURE.energy, kernel, jnp.array([1.0]))
     with pytest.raises(ValueError, match="temperatures"):
         parallel_tempering(MIXTURE.energy, kernel, jnp.array([-1.0, 2.0]))
-    with pytest.raises(ValueError, match="kernel_factory"):
+    with pytest.raises(TypeError, match="kernel_factory"):
         parallel_tempering(MIXTURE.energy, None, TEMPERATURES)
+    with pytest.raises(TypeError, match="kernel_factory must return a scorejax Sampler"):
+        parallel_tempering(MIXTURE.energy, lambda e, t: (e, t), TEMPERATURES)
     with pytest.raises(ValueError, match="num_replicas"):
         geometric_temperatures(1, 10.0)
     with pytest.raises(ValueError, match="max_temperature"):

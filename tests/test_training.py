@@ -1,4 +1,5 @@
-"""make_train_step and fit: one optimiser step, EMA, determinism, K steps per call."""
+"""make_train_step and fit: one optimiser step, EMA with warm-up, determinism, keys by global
+step (chunking and continuing never change the numbers), callbacks, K steps per call."""
 
 from functools import partial
 
@@ -25,7 +26,8 @@ def test_one_step_is_sgd_and_ema():
     state, metrics = step(state, jax.random.key(0), batch)
     # grad = w - mean(batch) = (-2, -3); w <- 0 - 0.1 * grad
     np.testing.assert_allclose(state.params["w"], [0.2, 0.3], rtol=1e-6)
-    np.testing.assert_allclose(state.ema_params["w"], [0.02, 0.03], rtol=1e-6)
+    # EMA warm-up at the first step: d_0 = min(0.9, 1 / 10) = 0.1, ema = 0.1 * 0 + 0.9 * w
+    np.testing.assert_allclose(state.ema_params["w"], [0.18, 0.27], rtol=1e-6)
     np.testing.assert_allclose(metrics["grad_norm"], np.hypot(2, 3), rtol=1e-6)
     assert int(state.step) == 1
 
@@ -115,3 +117,65 @@ def test_minibatches_pass_their_data_as_an_argument():
         means.append(history["mean"])
     np.testing.assert_array_equal(means[0], 0.0)
     np.testing.assert_array_equal(means[1], 1.0)
+
+
+def test_ema_warm_up_follows_its_closed_form():
+    """d_t = min(d, (1 + t) / (10 + t)): the EMA of a parameter sequence p_1, p_2, ... is the
+    recursion e_{t+1} = d_t e_t + (1 - d_t) p_{t+1}, checked step by step against NumPy."""
+    optimizer = optax.sgd(0.5)
+    step = jax.jit(sj.make_train_step(quadratic_loss, optimizer, ema_decay=0.99))
+    state = sj.init_train_state({"w": jnp.zeros(1)}, optimizer)
+    ema = 0.0
+    for t in range(40):
+        batch = jnp.full((1, 1), float(t % 3))
+        state, _ = step(state, jax.random.key(0), batch)
+        d = min(0.99, (1 + t) / (10 + t))
+        ema = d * ema + (1 - d) * float(state.params["w"][0])
+        np.testing.assert_allclose(float(state.ema_params["w"][0]), ema, rtol=1e-5)
+
+
+def _noisy_problem():
+    loss = lambda p, k, b: quadratic_loss(p, k, b) + 0.01 * jax.random.normal(k)
+    batch_fn = lambda k: jax.random.normal(k, (8, 2)) + 1.0
+    optimizer = optax.adam(0.01)
+    return sj.make_train_step(loss, optimizer), optimizer, batch_fn
+
+
+def test_results_do_not_depend_on_steps_per_call_and_20_plus_20_is_40():
+    step, optimizer, batch_fn = _noisy_problem()
+    key = jax.random.key(7)
+    fresh = lambda: sj.init_train_state({"w": jnp.zeros(2)}, optimizer)
+    run = lambda state, n, k: sj.fit(step, state, key, batch_fn, num_steps=n, steps_per_call=k,
+                                     progress=False)  # fmt: skip
+    whole, history = run(fresh(), 40, 10)
+    chunked, history7 = run(fresh(), 40, 7)
+    np.testing.assert_array_equal(history["loss"], history7["loss"])
+    half, first = run(fresh(), 20, 10)
+    resumed, second = run(half, 20, 10)
+    np.testing.assert_array_equal(np.concatenate([first["loss"], second["loss"]]), history["loss"])
+    for other in (chunked, resumed):
+        for a, b in zip(jax.tree_util.tree_leaves(other), jax.tree_util.tree_leaves(whole),
+                        strict=True):  # fmt: skip
+            np.testing.assert_array_equal(a, b)
+    assert int(resumed.step) == 40
+
+
+def test_callbacks_see_each_call_with_its_state_and_metrics():
+    step, optimizer, batch_fn = _noisy_problem()
+    seen = []
+    callback = lambda t, state, metrics: seen.append(
+        (t, int(state.step), np.asarray(state.params["w"]), metrics["loss"].shape)
+    )
+    state = sj.init_train_state({"w": jnp.zeros(2)}, optimizer)
+    final, _ = sj.fit(step, state, jax.random.key(0), batch_fn, num_steps=25, steps_per_call=10,
+                      progress=False, callbacks=(callback,))  # fmt: skip
+    assert [(t, s, shape) for t, s, _, shape in seen] == [
+        (10, 10, (10,)),
+        (20, 20, (10,)),
+        (25, 25, (5,)),
+    ]
+    # the snapshot is the state at that step: the last one is the final state
+    np.testing.assert_array_equal(seen[-1][2], final.params["w"])
+    assert not np.array_equal(seen[0][2], seen[1][2])
+    with pytest.raises(TypeError, match="callbacks"):
+        sj.fit(step, final, jax.random.key(0), batch_fn, num_steps=1, callbacks=(1,))

@@ -13,6 +13,7 @@ from scorejax.samplers.adaptation import (
 from scorejax.samplers.base import (
     RunResult,
     Sampler,
+    check_sampler,
     count_nonfinite,
     default_unroll,
     run,
@@ -26,9 +27,12 @@ from scorejax.samplers.langevin import (
     annealed_step_sizes,
     decoupled_langevin,
     langevin_update,
+    noise_conditional_ula,
+    tweedie_denoise,
     ula,
 )
 from scorejax.samplers.mcmc import (
+    DIVERGENCE_THRESHOLD,
     HMCInfo,
     HMCState,
     MALAState,
@@ -38,6 +42,7 @@ from scorejax.samplers.mcmc import (
     kinetic_energy,
     leapfrog,
     mala,
+    metropolis_accept,
     rwm,
 )
 from scorejax.samplers.schedules import (
@@ -54,6 +59,7 @@ from scorejax.samplers.tempering import (
 )
 
 __all__ = [
+    "DIVERGENCE_THRESHOLD",
     "HMC_TARGET_ACCEPTANCE",
     "MALA_TARGET_ACCEPTANCE",
     "AdaptationResult",
@@ -73,6 +79,7 @@ __all__ = [
     "adapt_step_size_chains",
     "annealed_langevin",
     "annealed_step_sizes",
+    "check_sampler",
     "constant_schedule",
     "count_nonfinite",
     "cube_root_decay",
@@ -87,11 +94,14 @@ __all__ = [
     "langevin_update",
     "leapfrog",
     "mala",
+    "metropolis_accept",
+    "noise_conditional_ula",
     "parallel_tempering",
     "polynomial_decay",
     "run",
     "run_chains",
     "rwm",
+    "tweedie_denoise",
     "ula",
     "warn_if_diverged",
 ]

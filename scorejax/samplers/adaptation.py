@@ -15,16 +15,15 @@ The kernels' ``step(key, state, step_size)`` override makes this work for any ke
 ``mcmc.py`` without rebuilding it; the warm-up is one ``lax.scan``.
 """
 
-from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scorejax._checks import check_positive, check_positive_int
-from scorejax.prng import fast_key
-from scorejax.samplers.base import Sampler
+from scorejax._checks import check_positive, check_positive_int, check_real_float
+from scorejax._compile import as_data, jit
+from scorejax.samplers.base import Sampler, check_sampler, strong_array
 from scorejax.types import Array, Key
 
 MALA_TARGET_ACCEPTANCE = 0.574  # Roberts & Rosenthal 1998
@@ -146,17 +145,36 @@ def adapt_step_size_chains(
     Returns:
       AdaptationResult whose state has a leading chain axis.
     """
-    check_positive_int("num_steps", num_steps)
+    check_sampler("sampler", sampler)
+    num_steps = check_positive_int("num_steps", num_steps)
     check_positive("initial_step_size", initial_step_size)
     _check_target(target_acceptance)
     if np.ndim(x0) < 1:
         raise ValueError(f"x0 must have a leading chain axis, got shape {np.shape(x0)}")
-    return _adapt(key, sampler, jnp.asarray(x0), num_steps, initial_step_size, target_acceptance)
+    x0 = strong_array(x0)
+    check_real_float("x0", x0)
+    return _adapt(key, sampler, x0, num_steps, as_data(initial_step_size),
+                  as_data(target_acceptance))  # fmt: skip
 
 
-@partial(jax.jit, static_argnames=("sampler", "num_steps"))
+def _check_reports_acceptance(sampler, key, state) -> None:
+    one = jax.tree_util.tree_map(lambda a: a[0], state)
+    try:
+        _, info = jax.eval_shape(sampler.step, key, one, jnp.ones(()))
+    except TypeError:
+        info = None
+    if not hasattr(info, "acceptance_rate"):
+        raise ValueError(
+            "sampler must report info.acceptance_rate and take a step_size override "
+            "(step(key, state, step_size)) to be adapted: use mala, hmc or rwm; its info is "
+            f"{type(info).__name__}"
+        )
+
+
+@jit
 def _adapt(key, sampler, x0, num_steps, initial_step_size, target_acceptance):
     state = jax.vmap(sampler.init)(x0)
+    _check_reports_acceptance(sampler, key, state)
     num_chains = x0.shape[0]
 
     def one_step(carry, key):
@@ -170,6 +188,6 @@ def _adapt(key, sampler, x0, num_steps, initial_step_size, target_acceptance):
 
     carry = (state, dual_averaging_init(initial_step_size))
     (state, averaging), (acceptance, step_sizes) = jax.lax.scan(
-        one_step, carry, jax.random.split(fast_key(key), num_steps)
+        one_step, carry, jax.random.split(key, num_steps)
     )
     return AdaptationResult(state, jnp.exp(averaging.log_step_size_avg), acceptance, step_sizes)

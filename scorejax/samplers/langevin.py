@@ -1,4 +1,5 @@
-"""Langevin dynamics: unadjusted Langevin (ULA) and annealed Langevin (NCSN).
+"""Langevin dynamics: unadjusted Langevin (ULA), its noise-conditional form and annealed
+Langevin (NCSN), and the decoupled Langevin of EBM training.
 
 Step-size convention (DESIGN §6), used everywhere in scorejax:
 
@@ -6,6 +7,9 @@ Step-size convention (DESIGN §6), used everywhere in scorejax:
 
 with ``step_size = h`` (the spelling of NCSNv2 and score_sde). The NCSN paper
 (Song & Ermon 2019, Algorithm 1) writes x + (alpha/2) s + sqrt(alpha) z: its alpha is 2h.
+
+Kernels are built from ``jax.tree_util.Partial`` over module-level functions, so their
+numbers are pytree leaves (data to the runner's compiled loop).
 """
 
 from typing import NamedTuple
@@ -13,11 +17,18 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.tree_util import Partial
 
-from scorejax._checks import check_decreasing, check_positive, check_positive_int
-from scorejax._compile import jit
-from scorejax.samplers.base import RunResult, Sampler, count_nonfinite, run, strong_array
-from scorejax.types import Array, Key, ScoreFn
+from scorejax._checks import (
+    check_callable,
+    check_decreasing,
+    check_positive,
+    check_positive_int,
+    check_score_output,
+)
+from scorejax._compile import as_data, jit
+from scorejax.samplers.base import RunResult, Sampler, count_nonfinite, run
+from scorejax.types import Array, BoundScoreFn, Key
 
 
 class LangevinState(NamedTuple):
@@ -34,42 +45,78 @@ class LangevinInfo(NamedTuple):
 
 def langevin_update(key: Key, x: Array, score: Array, step_size) -> Array:
     """One Langevin move x + h s + sqrt(2 h) z (Roberts & Tweedie 1996, Euler–Maruyama for
-    dX = grad log p(X) dt + sqrt(2) dW)."""
+    dX = grad log p(X) dt + sqrt(2) dW), returned in the dtype of ``x``."""
     noise = jax.random.normal(key, x.shape, x.dtype)
-    return x + step_size * score + jnp.sqrt(2.0 * step_size) * noise
+    return (x + step_size * score + jnp.sqrt(2.0 * step_size) * noise).astype(x.dtype)
 
 
-def ula(score_fn: ScoreFn, step_size) -> Sampler:
+def _init(score_fn, x, *args):
+    check_score_output("score_fn", score_fn, x, *args)
+    return LangevinState(x)
+
+
+def ula(score_fn: BoundScoreFn, step_size) -> Sampler:
     """Unadjusted Langevin algorithm: x' = x + h s(x) + sqrt(2 h) z.
 
     Its stationary law is biased at finite h (for a Gaussian target the bias is closed
     form, see the tests); MALA removes it with a Metropolis correction.
 
     Args:
-      score_fn: s(x) for one example, parameters closed over (``partial(score_fn, params)``).
+      score_fn: s(x) for one example, parameters closed over (``partial(score_fn, params)``
+        keeps the parameters data: new parameters reuse the compiled run).
       step_size: h > 0. ``step(key, state, step_size)`` accepts a per-step value, so a
         decaying schedule (SGLD, Welling & Teh 2011) is ``run(..., schedule=(steps,))``.
 
     Returns:
       Sampler with state LangevinState and info LangevinInfo.
     """
+    check_callable("score_fn", score_fn, "score_fn(x) -> array shaped like x")
     check_positive("step_size", step_size)
+    return Sampler(Partial(_init, score_fn), Partial(_ula_step, score_fn, as_data(step_size)))
 
-    def init(x):
-        return LangevinState(jnp.asarray(x))
 
-    def step(key, state, step_size=step_size):
-        x = langevin_update(key, state.x, score_fn(state.x), step_size)
-        return LangevinState(x), LangevinInfo(count_nonfinite(x))
+def _ula_step(score_fn, default_step_size, key, state, step_size=None):
+    step_size = default_step_size if step_size is None else step_size
+    x = langevin_update(key, state.x, score_fn(state.x), step_size)
+    return LangevinState(x), LangevinInfo(count_nonfinite(x))
 
-    return Sampler(init, step)
+
+def noise_conditional_ula(score_fn) -> Sampler:
+    """ULA on a noise-conditional score, the kernel of annealed Langevin.
+
+    ``step(key, state, sigma, step_size)`` moves x <- x + h s(x, sigma) + sqrt(2 h) z: one
+    step at noise level sigma (Song & Ermon 2019, Algorithm 1, inner loop, with h their
+    alpha_i / 2). ``run`` it with the schedule of ``annealed_step_sizes`` to anneal.
+
+    Args:
+      score_fn: ``score_fn(x, sigma)`` for one example, parameters closed over.
+
+    Returns:
+      Sampler with state LangevinState and info LangevinInfo; its step takes the per-step
+      (sigma, step_size) of a schedule.
+    """
+    check_callable("score_fn", score_fn, "score_fn(x, sigma) -> array shaped like x")
+    return Sampler(Partial(_noise_conditional_init, score_fn), Partial(_nc_step, score_fn))
+
+
+def _noise_conditional_init(score_fn, x):
+    return _init(score_fn, x, jnp.ones((), jnp.result_type(x)))
+
+
+def _nc_step(score_fn, key, state, sigma, step_size):
+    x = langevin_update(key, state.x, score_fn(state.x, sigma), step_size)
+    return LangevinState(x), LangevinInfo(count_nonfinite(x))
 
 
 def annealed_step_sizes(sigmas: Array, step_size, num_steps_per_level: int):
     """Per-step (sigma, h) arrays of annealed Langevin: h_i = step_size * sigma_i^2 / sigma_L^2.
 
-    Song & Ermon 2019, Algorithm 1, with each level repeated ``num_steps_per_level`` times.
+    Song & Ermon 2019, Algorithm 1, with each level repeated ``num_steps_per_level`` times:
+    the schedule of ``noise_conditional_ula``.
     """
+    check_decreasing("sigmas", sigmas)
+    check_positive("step_size", step_size)
+    num_steps_per_level = check_positive_int("num_steps_per_level", num_steps_per_level)
     sigmas = jnp.asarray(sigmas)
     step_sizes = step_size * sigmas**2 / sigmas[-1] ** 2
     return (
@@ -78,78 +125,66 @@ def annealed_step_sizes(sigmas: Array, step_size, num_steps_per_level: int):
     )
 
 
+def tweedie_denoise(score_fn, x: Array, sigma) -> Array:
+    """The final denoising step x + sigma^2 s(x, sigma): Tweedie's formula for E[x_0 | x]
+    under x = x_0 + sigma z (Efron 2011; Song & Ermon 2020, Appendix C.2;
+    Jolicoeur-Martineau et al. 2021). One example ``x``; jitted."""
+    return _tweedie(score_fn, x, jnp.asarray(sigma))
+
+
+@jit
+def _tweedie(score_fn, x, sigma):
+    return (x + sigma**2 * score_fn(x, sigma)).astype(x.dtype)
+
+
 def annealed_langevin(
     key: Key,
-    score_fn: ScoreFn,
+    score_fn,
     x0: Array,
     sigmas: Array,
     *,
     step_size,
     num_steps_per_level: int,
     denoise: bool = True,
-    thin: int = 0,
-    unroll: int | None = None,
+    **run_kwargs,
 ) -> RunResult:
     """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) for one chain.
 
     For each sigma_i of a decreasing ladder, ``num_steps_per_level`` moves
     x <- x + h_i s(x, sigma_i) + sqrt(2 h_i) z with h_i = step_size * sigma_i^2 / sigma_L^2
-    (our h is the paper's alpha_i / 2; the paper's epsilon is 2 * step_size). The ladder is
-    unrolled into per-step arrays and scanned once, so compile time does not grow with the
-    number of levels. With ``denoise``, the last position takes the Tweedie step
-    x + sigma_L^2 s(x, sigma_L) (Song & Ermon 2020, Appendix C.2; Jolicoeur-Martineau 2021).
+    (our h is the paper's alpha_i / 2; the paper's epsilon is 2 * step_size). This is
+    ``run(key, noise_conditional_ula(score_fn), x0, L * T, schedule=annealed_step_sizes(...))``:
+    the ladder is data, scanned once, so compile time does not grow with the number of
+    levels. With ``denoise``, the last position takes the Tweedie step
+    x + sigma_L^2 s(x, sigma_L) (``tweedie_denoise``).
 
     Args:
       key: PRNG key.
       score_fn: noise-conditional score ``score_fn(x, sigma)`` for one example.
-      x0: initial position (one chain; vmap or ``jax.vmap`` for many).
+      x0: initial position (one chain; ``jax.vmap`` for many).
       sigmas: (L,) strictly decreasing noise levels.
       step_size: h at the smallest sigma (> 0).
       num_steps_per_level: T steps at each level.
       denoise: apply the final denoising step.
-      thin, unroll: as in ``run``.
+      **run_kwargs: ``run``'s keywords (``thin``, ``observable``, ``unroll``, ``progress``,
+        ``warn``).
 
     Returns:
       RunResult; ``state.x`` is the (denoised) sample.
     """
-    check_decreasing("sigmas", sigmas)
-    check_positive("step_size", step_size)
-    check_positive_int("num_steps_per_level", num_steps_per_level)
-    return _annealed(
-        key,
-        score_fn,
-        strong_array(x0),
-        jnp.asarray(sigmas),
-        step_size,
-        num_steps_per_level,
-        denoise,
-        thin,
-        unroll,
-    )
-
-
-@jit(static_argnames=("score_fn", "num_steps_per_level", "denoise", "thin", "unroll"))
-def _annealed(key, score_fn, x0, sigmas, step_size, num_steps_per_level, denoise, thin, unroll):
-    def init(x):
-        return LangevinState(x)
-
-    def step(key, state, sigma, h):
-        x = langevin_update(key, state.x, score_fn(state.x, sigma), h)
-        return LangevinState(x), LangevinInfo(count_nonfinite(x))
-
-    schedule = annealed_step_sizes(sigmas, step_size, num_steps_per_level)
-    num_steps = sigmas.shape[0] * num_steps_per_level
-    result = run(
-        key, Sampler(init, step), x0, num_steps, schedule=schedule, thin=thin, unroll=unroll
-    )
+    schedule = annealed_step_sizes(sigmas, as_data(step_size), num_steps_per_level)
+    num_steps = np.shape(sigmas)[0] * num_steps_per_level
+    sampler = noise_conditional_ula(score_fn)
+    result = run(key, sampler, x0, num_steps, schedule=schedule, **run_kwargs)
     if denoise:
-        x = result.state.x
-        x = x + sigmas[-1] ** 2 * score_fn(x, sigmas[-1])
+        x = tweedie_denoise(score_fn, result.state.x, jnp.asarray(sigmas)[-1])
         result = result._replace(state=LangevinState(x))
     return result
 
 
-def decoupled_langevin(score_fn: ScoreFn, step_size, noise_scale, *, clip_range=None) -> Sampler:
+def decoupled_langevin(
+    score_fn: BoundScoreFn, step_size, noise_scale, *, clip_range=None
+) -> Sampler:
     """Langevin with the step size and the noise scale as separate parameters (EBM practice).
 
     x' = clip(x + step_size * s(x) + noise_scale * z),   z ~ N(0, I),
@@ -175,21 +210,25 @@ def decoupled_langevin(score_fn: ScoreFn, step_size, noise_scale, *, clip_range=
     Returns:
       Sampler with state LangevinState and info LangevinInfo.
     """
+    check_callable("score_fn", score_fn, "score_fn(x) -> array shaped like x")
     check_positive("step_size", step_size)
     if np.ndim(noise_scale) == 0 and not (np.isfinite(noise_scale) and noise_scale >= 0):
         raise ValueError(f"noise_scale must be finite and >= 0, got {noise_scale!r}")
     if clip_range is not None:
         if len(clip_range) != 2 or not clip_range[0] < clip_range[1]:
             raise ValueError(f"clip_range must be (low, high) with low < high, got {clip_range}")
+        clip_range = tuple(float(c) for c in clip_range)
+    step = Partial(_decoupled_step, score_fn, clip_range, as_data(step_size), as_data(noise_scale))
+    return Sampler(Partial(_init, score_fn), step)
 
-    def init(x):
-        return LangevinState(jnp.asarray(x))
 
-    def step(key, state, step_size=step_size, noise_scale=noise_scale):
-        noise = jax.random.normal(key, state.x.shape, state.x.dtype)
-        x = state.x + step_size * score_fn(state.x) + noise_scale * noise
-        if clip_range is not None:
-            x = jnp.clip(x, clip_range[0], clip_range[1])
-        return LangevinState(x), LangevinInfo(count_nonfinite(x))
-
-    return Sampler(init, step)
+def _decoupled_step(score_fn, clip_range, default_step, default_noise, key, state,
+                    step_size=None, noise_scale=None):  # fmt: skip
+    step_size = default_step if step_size is None else step_size
+    noise_scale = default_noise if noise_scale is None else noise_scale
+    noise = jax.random.normal(key, state.x.shape, state.x.dtype)
+    x = state.x + step_size * score_fn(state.x) + noise_scale * noise
+    if clip_range is not None:
+        x = jnp.clip(x, clip_range[0], clip_range[1])
+    x = x.astype(state.x.dtype)
+    return LangevinState(x), LangevinInfo(count_nonfinite(x))

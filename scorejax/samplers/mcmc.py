@@ -13,21 +13,34 @@ leapfrog step (Neal 2011, Eq. 5.18–5.20).
 
 Every kernel caches the energy (and, for MALA and HMC, its gradient) of the current
 position in its state, so a step costs one energy-and-gradient evaluation (L for HMC).
-A proposal whose energy is NaN or Inf is rejected; ``num_nonfinite`` counts non-finite
+A proposal whose energy is NaN or Inf is rejected. ``num_nonfinite`` counts non-finite
 entries of the position and energy *after* the accept/reject, so any value above zero
-means the chain itself left the finite numbers (DESIGN §15).
+means the chain itself left the finite numbers; ``is_divergent`` flags a proposal that
+blew up (DESIGN §15). ``metropolis_accept`` is the one accept step of the library: the
+tempering swaps and the Ising kernels use it too.
 """
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.tree_util import Partial
 
-from scorejax._checks import check_positive, check_positive_int
+from scorejax._checks import (
+    check_callable,
+    check_energy_output,
+    check_positive,
+    check_positive_int,
+    concrete,
+)
+from scorejax._compile import as_data, jit
 from scorejax.samplers.base import Sampler, count_nonfinite
-from scorejax.types import Array, EnergyFn, Key
+from scorejax.types import Array, BoundEnergyFn, Key
+
+# An energy error above this marks an HMC transition divergent (Stan's threshold;
+# Betancourt 2017, Section 6.2).
+DIVERGENCE_THRESHOLD = 1000.0
 
 
 class RWMState(NamedTuple):
@@ -58,13 +71,18 @@ class MetropolisInfo(NamedTuple):
 
     acceptance_rate: min(1, MH ratio) of this step's proposal (0 for a non-finite proposal);
       its mean over a run is the expected acceptance rate, a lower-variance estimate than
-      the mean of ``is_accepted``.
-    is_accepted: whether the proposal was taken.
+      the mean of ``is_accepted``. For a kernel that proposes many moves at once (the Ising
+      sweeps), the mean over its proposals.
+    is_accepted: whether the proposal was taken (the accepted fraction for many).
+    is_divergent: whether the proposal blew up: for MALA and HMC a non-finite energy or
+      gradient (or an HMC energy error above ``DIVERGENCE_THRESHOLD``), for RWM a NaN
+      energy (an infinite one is a hard wall, rejected as it should be).
     num_nonfinite: non-finite entries of the new position and energy.
     """
 
     acceptance_rate: Array
     is_accepted: Array
+    is_divergent: Array
     num_nonfinite: Array
 
 
@@ -78,21 +96,30 @@ class HMCInfo(NamedTuple):
 
     acceptance_rate: Array
     is_accepted: Array
+    is_divergent: Array
     num_nonfinite: Array
     energy_error: Array
 
 
-def _check_energy_fn(energy_fn) -> None:
-    if not callable(energy_fn):
-        raise ValueError(f"energy_fn must be callable as energy_fn(x) -> (), got {energy_fn!r}")
+def metropolis_accept(key: Key, log_ratio: Array) -> tuple[Array, Array]:
+    """Accept with probability min(1, exp(log_ratio)), elementwise; NaN (a diverged
+    proposal) rejects.
 
+    The Metropolis–Hastings rule (Metropolis et al. 1953; Hastings 1970): with u ~ U(0, 1),
+    accept iff log u < log_ratio, where log_ratio = log p(x') q(x | x') - log p(x) q(x' | x).
 
-def _metropolis_accept(key: Key, log_ratio: Array):
-    """Accept with probability min(1, exp(log_ratio)); NaN (a diverged proposal) rejects."""
+    Args:
+      key: PRNG key.
+      log_ratio: log acceptance ratio, any shape (one decision per entry).
+
+    Returns:
+      (is_accepted, acceptance_rate): booleans and min(1, exp(log_ratio)), shaped like
+      ``log_ratio``.
+    """
     log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
     acceptance_rate = jnp.exp(jnp.minimum(log_ratio, 0.0))
-    log_u = jnp.log(jax.random.uniform(key, dtype=acceptance_rate.dtype))
-    return log_u < log_ratio, acceptance_rate
+    u = jax.random.uniform(key, jnp.shape(log_ratio), dtype=acceptance_rate.dtype)
+    return jnp.log(u) < log_ratio, acceptance_rate
 
 
 def _select(is_accepted, new, old):
@@ -103,7 +130,15 @@ def _nonfinite(state) -> Array:
     return count_nonfinite(state.x) + count_nonfinite(state.energy)
 
 
-def rwm(energy_fn: EnergyFn, step_size) -> Sampler:
+def _check_energy_fn(energy_fn) -> None:
+    check_callable("energy_fn", energy_fn, "energy_fn(x) -> scalar")
+
+
+def _step_size(default, override):
+    return default if override is None else override
+
+
+def rwm(energy_fn: BoundEnergyFn, step_size) -> Sampler:
     """Random-walk Metropolis (Metropolis et al. 1953).
 
     Propose x' = x + sqrt(2 h) z, z ~ N(0, I) (symmetric), and accept with probability
@@ -119,31 +154,30 @@ def rwm(energy_fn: EnergyFn, step_size) -> Sampler:
     """
     _check_energy_fn(energy_fn)
     check_positive("step_size", step_size)
-
-    def init(x):
-        x = jnp.asarray(x)
-        return RWMState(x, energy_fn(x))
-
-    def step(key, state, step_size=step_size):
-        key_proposal, key_accept = jax.random.split(key)
-        noise = jax.random.normal(key_proposal, state.x.shape, state.x.dtype)
-        x_new = state.x + jnp.sqrt(2.0 * step_size) * noise
-        energy_new = energy_fn(x_new)
-        is_accepted, acceptance_rate = _metropolis_accept(key_accept, state.energy - energy_new)
-        new_state = _select(is_accepted, RWMState(x_new, energy_new), state)
-        return new_state, MetropolisInfo(acceptance_rate, is_accepted, _nonfinite(new_state))
-
-    return Sampler(init, step)
+    return Sampler(Partial(_rwm_init, energy_fn), Partial(_rwm_step, energy_fn, as_data(step_size)))
 
 
-def _energy_and_score(energy_fn):
-    value_and_grad = jax.value_and_grad(energy_fn)
+def _rwm_init(energy_fn, x):
+    check_energy_output("energy_fn", energy_fn, x)
+    return RWMState(x, energy_fn(x))
 
-    def fn(x):
-        energy, grad = value_and_grad(x)
-        return energy, -grad
 
-    return fn
+def _rwm_step(energy_fn, default_step_size, key, state, step_size=None):
+    step_size = _step_size(default_step_size, step_size)
+    key_proposal, key_accept = jax.random.split(key)
+    noise = jax.random.normal(key_proposal, state.x.shape, state.x.dtype)
+    x_new = (state.x + jnp.sqrt(2.0 * step_size) * noise).astype(state.x.dtype)
+    energy_new = energy_fn(x_new).astype(state.energy.dtype)
+    is_accepted, acceptance_rate = metropolis_accept(key_accept, state.energy - energy_new)
+    new_state = _select(is_accepted, RWMState(x_new, energy_new), state)
+    info = MetropolisInfo(acceptance_rate, is_accepted, jnp.isnan(energy_new),
+                          _nonfinite(new_state))  # fmt: skip
+    return new_state, info
+
+
+def _energy_and_score(energy_fn, x):
+    energy, grad = jax.value_and_grad(energy_fn)(x)
+    return energy, -grad
 
 
 def _mala_log_proposal(x_to: Array, x_from: Array, score_from: Array, step_size) -> Array:
@@ -152,7 +186,7 @@ def _mala_log_proposal(x_to: Array, x_from: Array, score_from: Array, step_size)
     return -jnp.sum(diff**2) / (4.0 * step_size)
 
 
-def mala(energy_fn: EnergyFn, step_size) -> Sampler:
+def mala(energy_fn: BoundEnergyFn, step_size) -> Sampler:
     """Metropolis-adjusted Langevin algorithm (Roberts & Tweedie 1996; Besag 1994).
 
     Propose the ULA move x' = x + h s(x) + sqrt(2 h) z with s = -grad E, so
@@ -174,59 +208,129 @@ def mala(energy_fn: EnergyFn, step_size) -> Sampler:
     """
     _check_energy_fn(energy_fn)
     check_positive("step_size", step_size)
-    energy_and_score = _energy_and_score(energy_fn)
-
-    def init(x):
-        x = jnp.asarray(x)
-        return MALAState(x, *energy_and_score(x))
-
-    def step(key, state, step_size=step_size):
-        key_proposal, key_accept = jax.random.split(key)
-        noise = jax.random.normal(key_proposal, state.x.shape, state.x.dtype)
-        x_new = state.x + step_size * state.score + jnp.sqrt(2.0 * step_size) * noise
-        energy_new, score_new = energy_and_score(x_new)
-        log_ratio = (
-            state.energy
-            - energy_new
-            + _mala_log_proposal(state.x, x_new, score_new, step_size)
-            - _mala_log_proposal(x_new, state.x, state.score, step_size)
-        )
-        is_accepted, acceptance_rate = _metropolis_accept(key_accept, log_ratio)
-        new_state = _select(is_accepted, MALAState(x_new, energy_new, score_new), state)
-        return new_state, MetropolisInfo(acceptance_rate, is_accepted, _nonfinite(new_state))
-
-    return Sampler(init, step)
+    return Sampler(
+        Partial(_mala_init, energy_fn), Partial(_mala_step, energy_fn, as_data(step_size))
+    )
 
 
-def _check_inverse_mass(inverse_mass) -> None:
+def _mala_init(energy_fn, x):
+    check_energy_output("energy_fn", energy_fn, x)
+    return MALAState(x, *_energy_and_score(energy_fn, x))
+
+
+def _mala_step(energy_fn, default_step_size, key, state, step_size=None):
+    step_size = _step_size(default_step_size, step_size)
+    key_proposal, key_accept = jax.random.split(key)
+    noise = jax.random.normal(key_proposal, state.x.shape, state.x.dtype)
+    x_new = state.x + step_size * state.score + jnp.sqrt(2.0 * step_size) * noise
+    x_new = x_new.astype(state.x.dtype)
+    energy_new, score_new = _energy_and_score(energy_fn, x_new)
+    log_ratio = (
+        state.energy
+        - energy_new
+        + _mala_log_proposal(state.x, x_new, score_new, step_size)
+        - _mala_log_proposal(x_new, state.x, state.score, step_size)
+    )
+    is_accepted, acceptance_rate = metropolis_accept(key_accept, log_ratio)
+    new_state = _select(is_accepted, MALAState(x_new, energy_new, score_new), state)
+    divergent = ~jnp.isfinite(energy_new) | ~jnp.all(jnp.isfinite(score_new))
+    info = MetropolisInfo(acceptance_rate, is_accepted, divergent, _nonfinite(new_state))
+    return new_state, info
+
+
+# ----------------------------------------------------------------------------- HMC
+
+
+def _check_inverse_mass(inverse_mass):
+    """Check an inverse mass; return it as an array with, for a square matrix, its Cholesky
+    factor (used when the matrix turns out to be dense, i.e. not shaped like x)."""
     if inverse_mass is None:
-        return
-    check_positive("inverse_mass", inverse_mass)
-    if np.ndim(inverse_mass) > 1:
+        return None, None
+    if np.ndim(inverse_mass) > 2:
         raise ValueError(
-            "inverse_mass must be None (identity), a scalar or a diagonal shaped like x, "
-            f"got shape {np.shape(inverse_mass)}"
+            "inverse_mass must be None (identity), a scalar, a diagonal shaped like x or a "
+            f"dense (D, D) matrix, got shape {np.shape(inverse_mass)}"
+        )
+    inverse_mass = jnp.asarray(inverse_mass)
+    square = inverse_mass.ndim == 2 and inverse_mass.shape[0] == inverse_mass.shape[1]
+    if not square:
+        check_positive("inverse_mass", inverse_mass)
+        return inverse_mass, None
+    chol = jnp.linalg.cholesky(inverse_mass)
+    values = concrete(inverse_mass)
+    # all-positive entries may be a diagonal for a 2-D x; anything else must be a dense
+    # symmetric positive-definite matrix
+    if values is not None and not (np.all(np.isfinite(values)) and np.all(values > 0)):
+        if not (np.allclose(values, values.T) and np.all(np.isfinite(np.asarray(chol)))):
+            raise ValueError(
+                "inverse_mass must be positive (a diagonal) or a symmetric positive-definite "
+                "(D, D) matrix"
+            )
+    return inverse_mass, chol
+
+
+def _check_mass_shape(inverse_mass, x) -> None:
+    if inverse_mass is None or np.ndim(inverse_mass) == 0:
+        return
+    if np.shape(inverse_mass) == np.shape(x):
+        return  # a diagonal
+    size = int(np.prod(np.shape(x)))
+    if np.shape(inverse_mass) != (size, size):
+        raise ValueError(
+            f"inverse_mass must be a scalar, a diagonal of x's shape {np.shape(x)} or a dense "
+            f"({size}, {size}) matrix, got shape {np.shape(inverse_mass)}"
         )
 
 
-def _leapfrog(value_and_grad, x, momentum, energy_grad, step_size, num_steps, inverse_mass):
+def _apply_inverse_mass(inverse_mass, p: Array) -> Array:
+    """M^{-1} p for an identity (None), scalar, diagonal (shaped like p) or dense mass."""
+    if inverse_mass is None:
+        return p
+    if np.ndim(inverse_mass) == 0 or np.shape(inverse_mass) == p.shape:
+        return inverse_mass * p
+    return (inverse_mass @ p.reshape(-1)).reshape(p.shape)
+
+
+def kinetic_energy(momentum: Array, inverse_mass=None) -> Array:
+    """K(p) = 1/2 p^T M^{-1} p for an identity, scalar, diagonal or dense inverse mass."""
+    return 0.5 * jnp.sum(momentum * _apply_inverse_mass(inverse_mass, momentum))
+
+
+def _draw_momentum(key, x, inverse_mass, chol):
+    """p ~ N(0, M): z, z / sqrt(m^-1) (diagonal), or L^-T z with L L^T = M^-1 (dense), whose
+    covariance is (L L^T)^-1 = M."""
+    z = jax.random.normal(key, x.shape, x.dtype)
+    if inverse_mass is None:
+        return z
+    if chol is None:
+        return (z / jnp.sqrt(inverse_mass)).astype(x.dtype)
+    p = jax.scipy.linalg.solve_triangular(chol.T, z.reshape(-1), lower=False)
+    return p.reshape(x.shape).astype(x.dtype)
+
+
+def _leapfrog(energy_fn, x, momentum, energy_grad, step_size, num_steps, inverse_mass):
     """Leapfrog from a cached gradient; returns (x, momentum, energy, energy_grad) at the end."""
-    inverse_mass = 1.0 if inverse_mass is None else inverse_mass
+    value_and_grad = jax.value_and_grad(energy_fn)
 
     def body(_, carry):
         x, momentum, _, energy_grad = carry
         momentum = momentum - 0.5 * step_size * energy_grad
-        x = x + step_size * inverse_mass * momentum
+        x = (x + step_size * _apply_inverse_mass(inverse_mass, momentum)).astype(x.dtype)
         energy, energy_grad = value_and_grad(x)
         momentum = momentum - 0.5 * step_size * energy_grad
-        return x, momentum, energy, energy_grad
+        return x, momentum.astype(x.dtype), energy, energy_grad
 
-    energy0 = jnp.zeros((), x.dtype)
+    energy0 = jnp.zeros((), jax.eval_shape(energy_fn, x).dtype)
     return jax.lax.fori_loop(0, num_steps, body, (x, momentum, energy0, energy_grad))
 
 
 def leapfrog(
-    energy_fn: EnergyFn, x: Array, momentum: Array, step_size, num_steps: int, inverse_mass=None
+    energy_fn: BoundEnergyFn,
+    x: Array,
+    momentum: Array,
+    step_size,
+    num_steps: int,
+    inverse_mass=None,
 ) -> tuple[Array, Array]:
     """Integrate Hamilton's equations for H(x, p) = E(x) + 1/2 p^T M^{-1} p by leapfrog.
 
@@ -241,40 +345,35 @@ def leapfrog(
       energy_fn: potential E(x) -> () for one example.
       x: initial position; momentum: initial momentum, shaped like x.
       step_size: h > 0.
-      num_steps: number of leapfrog steps (a Python int >= 1).
-      inverse_mass: None (M = I), a scalar or a diagonal M^{-1} shaped like x.
+      num_steps: number of leapfrog steps (an integer >= 1).
+      inverse_mass: None (M = I), a scalar, a diagonal M^{-1} shaped like x, or a dense
+        (D, D) M^{-1} with D = x.size.
 
     Returns:
       (x, momentum) after ``num_steps`` steps.
     """
     _check_energy_fn(energy_fn)
     check_positive("step_size", step_size)
-    check_positive_int("num_steps", num_steps)
-    _check_inverse_mass(inverse_mass)
+    num_steps = check_positive_int("num_steps", num_steps)
+    inverse_mass, _ = _check_inverse_mass(inverse_mass)
     x, momentum = jnp.asarray(x), jnp.asarray(momentum)
     if x.shape != momentum.shape:
         raise ValueError(f"momentum must have the shape of x {x.shape}, got {momentum.shape}")
-    inverse_mass = None if inverse_mass is None else jnp.asarray(inverse_mass)
-    return _leapfrog_from_start(energy_fn, x, momentum, step_size, num_steps, inverse_mass)
+    _check_mass_shape(inverse_mass, x)
+    return _leapfrog_from_start(energy_fn, x, momentum, as_data(step_size), num_steps,
+                                inverse_mass)  # fmt: skip
 
 
-@partial(jax.jit, static_argnames=("energy_fn", "num_steps"))
+@jit
 def _leapfrog_from_start(energy_fn, x, momentum, step_size, num_steps, inverse_mass):
-    value_and_grad = jax.value_and_grad(energy_fn)
-    _, energy_grad = value_and_grad(x)
+    energy_grad = jax.grad(energy_fn)(x)
     x, momentum, _, _ = _leapfrog(
-        value_and_grad, x, momentum, energy_grad, step_size, num_steps, inverse_mass
+        energy_fn, x, momentum, energy_grad, step_size, num_steps, inverse_mass
     )
     return x, momentum
 
 
-def kinetic_energy(momentum: Array, inverse_mass=None) -> Array:
-    """K(p) = 1/2 p^T M^{-1} p for an identity or diagonal mass."""
-    inverse_mass = 1.0 if inverse_mass is None else inverse_mass
-    return 0.5 * jnp.sum(inverse_mass * momentum**2)
-
-
-def hmc(energy_fn: EnergyFn, step_size, num_leapfrog_steps: int, inverse_mass=None) -> Sampler:
+def hmc(energy_fn: BoundEnergyFn, step_size, num_leapfrog_steps: int, inverse_mass=None) -> Sampler:
     """Hamiltonian Monte Carlo (Duane et al. 1987; Neal 2011, Section 5.3.2).
 
     Draw p ~ N(0, M), run ``num_leapfrog_steps`` leapfrog steps of size h on
@@ -284,9 +383,11 @@ def hmc(energy_fn: EnergyFn, step_size, num_leapfrog_steps: int, inverse_mass=No
     Args:
       energy_fn: E(x) -> () for one example, parameters closed over.
       step_size: leapfrog step h > 0; ``step(key, state, step_size)`` accepts an override.
-      num_leapfrog_steps: L >= 1 leapfrog steps per proposal (Python int).
-      inverse_mass: None (identity mass), a positive scalar, or a positive diagonal M^{-1}
-        shaped like x (precondition with the target's variances).
+      num_leapfrog_steps: L >= 1 leapfrog steps per proposal (an integer).
+      inverse_mass: None (identity mass), a positive scalar, a positive diagonal M^{-1}
+        shaped like x (precondition with the target's variances), or a dense symmetric
+        positive-definite (D, D) M^{-1} with D = x.size (precondition with the target's
+        covariance, for correlated targets; Neal 2011, Section 5.4.1).
 
     Returns:
       Sampler with state HMCState(x, energy, energy_grad) and info HMCInfo (with the
@@ -294,33 +395,38 @@ def hmc(energy_fn: EnergyFn, step_size, num_leapfrog_steps: int, inverse_mass=No
     """
     _check_energy_fn(energy_fn)
     check_positive("step_size", step_size)
-    check_positive_int("num_leapfrog_steps", num_leapfrog_steps)
-    _check_inverse_mass(inverse_mass)
-    value_and_grad = jax.value_and_grad(energy_fn)
-    inv_mass = None if inverse_mass is None else jnp.asarray(inverse_mass)
-
-    def init(x):
-        x = jnp.asarray(x)
-        return HMCState(x, *value_and_grad(x))
-
-    def step(key, state, step_size=step_size):
-        key_momentum, key_accept = jax.random.split(key)
-        z = jax.random.normal(key_momentum, state.x.shape, state.x.dtype)
-        momentum = z if inv_mass is None else z / jnp.sqrt(inv_mass)
-        x_new, momentum_new, energy_new, grad_new = _leapfrog(
-            value_and_grad, state.x, momentum, state.energy_grad, step_size,
-            num_leapfrog_steps, inv_mass,
-        )  # fmt: skip
-        energy_error = (
-            energy_new
-            + kinetic_energy(momentum_new, inv_mass)
-            - state.energy
-            - kinetic_energy(momentum, inv_mass)
-        )
-        energy_error = jnp.where(jnp.isnan(energy_error), jnp.inf, energy_error)
-        is_accepted, acceptance_rate = _metropolis_accept(key_accept, -energy_error)
-        new_state = _select(is_accepted, HMCState(x_new, energy_new, grad_new), state)
-        info = HMCInfo(acceptance_rate, is_accepted, _nonfinite(new_state), energy_error)
-        return new_state, info
-
+    num_leapfrog_steps = check_positive_int("num_leapfrog_steps", num_leapfrog_steps)
+    inverse_mass, chol = _check_inverse_mass(inverse_mass)
+    init = Partial(_hmc_init, energy_fn, inverse_mass)
+    step = Partial(_hmc_step, energy_fn, num_leapfrog_steps, inverse_mass, chol,
+                   as_data(step_size))  # fmt: skip
     return Sampler(init, step)
+
+
+def _hmc_init(energy_fn, inverse_mass, x):
+    check_energy_output("energy_fn", energy_fn, x)
+    _check_mass_shape(inverse_mass, x)
+    return HMCState(x, *jax.value_and_grad(energy_fn)(x))
+
+
+def _hmc_step(energy_fn, num_leapfrog_steps, inverse_mass, chol, default_step_size, key, state,
+              step_size=None):  # fmt: skip
+    step_size = _step_size(default_step_size, step_size)
+    key_momentum, key_accept = jax.random.split(key)
+    momentum = _draw_momentum(key_momentum, state.x, inverse_mass, chol)
+    x_new, momentum_new, energy_new, grad_new = _leapfrog(
+        energy_fn, state.x, momentum, state.energy_grad, step_size, num_leapfrog_steps,
+        inverse_mass,
+    )  # fmt: skip
+    energy_error = (
+        energy_new
+        + kinetic_energy(momentum_new, inverse_mass)
+        - state.energy
+        - kinetic_energy(momentum, inverse_mass)
+    )
+    divergent = ~jnp.isfinite(energy_error) | (energy_error > DIVERGENCE_THRESHOLD)
+    energy_error = jnp.where(jnp.isnan(energy_error), jnp.inf, energy_error)
+    is_accepted, acceptance_rate = metropolis_accept(key_accept, -energy_error)
+    new_state = _select(is_accepted, HMCState(x_new, energy_new, grad_new), state)
+    info = HMCInfo(acceptance_rate, is_accepted, divergent, _nonfinite(new_state), energy_error)
+    return new_state, info

@@ -25,10 +25,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.tree_util import Partial
 
-from scorejax._checks import check_positive, check_positive_int
+from scorejax._checks import check_callable, check_energy_output, check_positive, check_positive_int
 from scorejax.samplers.base import Sampler, count_nonfinite
-from scorejax.types import Array, EnergyFn
+from scorejax.samplers.mcmc import metropolis_accept
+from scorejax.types import Array, BoundEnergyFn
 
 
 class TemperingState(NamedTuple):
@@ -105,8 +107,8 @@ def _check_temperatures(temperatures) -> np.ndarray:
 
 
 def parallel_tempering(
-    energy_fn: EnergyFn,
-    kernel_factory: Callable[[EnergyFn, Array], Sampler],
+    energy_fn: BoundEnergyFn,
+    kernel_factory: Callable[[BoundEnergyFn, Array], Sampler],
     temperatures: Array,
 ) -> Sampler:
     """Replica exchange: a kernel per tempered energy E / T_i plus neighbour swaps.
@@ -114,10 +116,10 @@ def parallel_tempering(
     One step (i) moves every replica with ``kernel_factory(lambda x: E(x) / T_i, T_i)``
     (vmapped over replicas), then (ii) proposes swaps of the pairs (i, i+1) of the current
     parity, accepted with min(1, exp((E(x_i) - E(x_{i+1})) (1/T_i - 1/T_{i+1}))) (Earl &
-    Deem 2005, Eq. 4), then flips the parity (Okabe et al. 2001). The replicas' kernel
-    states are rebuilt from the swapped positions with the kernel's ``init``, so any
-    kernel works; for MALA or HMC this costs one extra energy-and-gradient per replica
-    per step.
+    Deem 2005, Eq. 4) by ``metropolis_accept``, then flips the parity (Okabe et al. 2001).
+    The replicas' kernel states are rebuilt from the swapped positions with the kernel's
+    ``init``, so any kernel works; for MALA or HMC this costs one extra energy-and-gradient
+    per replica per step.
 
     Args:
       energy_fn: E(x) -> () for one example, parameters closed over.
@@ -132,60 +134,68 @@ def parallel_tempering(
       Sampler over TemperingState; ``init(x)`` takes the K replicas' positions (K, ...)
       (``jnp.broadcast_to(x0, (K, *x0.shape))`` starts them all at x0). Info TemperingInfo.
     """
-    if not callable(energy_fn):
-        raise ValueError(f"energy_fn must be callable, got {energy_fn!r}")
-    if not callable(kernel_factory):
-        raise ValueError(
-            "kernel_factory must be callable as kernel_factory(energy_fn, temperature) -> "
-            f"Sampler, got {kernel_factory!r}"
+    check_callable("energy_fn", energy_fn, "energy_fn(x) -> scalar")
+    check_callable(
+        "kernel_factory", kernel_factory, "kernel_factory(energy_fn, temperature) -> Sampler"
+    )
+    temps = jnp.asarray(_check_temperatures(temperatures), jnp.float32)
+    probe = kernel_factory(Partial(_tempered_energy, energy_fn, temps[0]), temps[0])
+    if not isinstance(probe, Sampler):
+        raise TypeError(
+            "kernel_factory must return a scorejax Sampler (e.g. lambda e, t: mala(e, 0.05 * t)),"
+            f" got {type(probe).__name__}"
         )
-    temps_np = _check_temperatures(temperatures)
-    num_replicas = temps_np.size
+    return Sampler(
+        Partial(_pt_init, energy_fn, temps), Partial(_pt_step, energy_fn, kernel_factory, temps)
+    )
 
-    def kernel(temperature):
-        return kernel_factory(lambda x: energy_fn(x) / temperature, temperature)
 
-    def replica_init(x, temperature):
-        return kernel(temperature).init(x)
+def _tempered_energy(energy_fn, temperature, x):
+    return energy_fn(x) / temperature
+
+
+def _replica_kernel(energy_fn, kernel_factory, temperature) -> Sampler:
+    return kernel_factory(Partial(_tempered_energy, energy_fn, temperature), temperature)
+
+
+def _pt_init(energy_fn, temps, x):
+    num_replicas = temps.shape[0]
+    if x.ndim < 1 or x.shape[0] != num_replicas:
+        raise ValueError(
+            f"parallel_tempering init expects positions of shape (K={num_replicas}, ...), "
+            f"got {x.shape}; use jnp.broadcast_to(x0, ({num_replicas}, *x0.shape))"
+        )
+    check_energy_output("energy_fn", energy_fn, x[0])
+    energy = jax.vmap(energy_fn)(x)
+    return TemperingState(x, energy, jnp.zeros((), jnp.int32))
+
+
+def _pt_step(energy_fn, kernel_factory, temps, key, state):
+    num_replicas = temps.shape[0]
+    temps = temps.astype(state.energy.dtype)
 
     def replica_step(key, x, temperature):
-        state, info = kernel(temperature).step(key, replica_init(x, temperature))
-        acceptance = getattr(info, "acceptance_rate", jnp.ones(()))
-        return state.x, acceptance
+        kernel = _replica_kernel(energy_fn, kernel_factory, temperature)
+        new, info = kernel.step(key, kernel.init(x))
+        return new.x, getattr(info, "acceptance_rate", jnp.ones(()))
 
-    def init(x):
-        x = jnp.asarray(x)
-        if x.ndim < 1 or x.shape[0] != num_replicas:
-            raise ValueError(
-                f"parallel_tempering init expects positions of shape (K={num_replicas}, ...), "
-                f"got {x.shape}; use jnp.broadcast_to(x0, ({num_replicas}, *x0.shape))"
-            )
-        energy = jax.vmap(energy_fn)(x)
-        return TemperingState(x, energy, jnp.zeros((), jnp.int32))
+    key_move, key_swap = jax.random.split(key)
+    keys = jax.random.split(key_move, num_replicas)
+    x, acceptance = jax.vmap(replica_step)(keys, state.x, temps)
+    energy = jax.vmap(energy_fn)(x)
 
-    def step(key, state):
-        temps = jnp.asarray(temps_np, state.energy.dtype)
-        key_move, key_swap = jax.random.split(key)
-        keys = jax.random.split(key_move, num_replicas)
-        x, acceptance = jax.vmap(replica_step)(keys, state.x, temps)
-        energy = jax.vmap(energy_fn)(x)
+    beta = 1.0 / temps
+    log_ratio = (energy[:-1] - energy[1:]) * (beta[:-1] - beta[1:])
+    accept, swap_rate = metropolis_accept(key_swap, log_ratio)
+    proposed = jnp.arange(num_replicas - 1) % 2 == state.parity
+    is_swapped = proposed & accept
+    # the pairs of one parity are disjoint, so the swaps compose into one permutation
+    down = jnp.concatenate([is_swapped, jnp.zeros(1, bool)])  # i takes i + 1
+    up = jnp.concatenate([jnp.zeros(1, bool), is_swapped])  # i takes i - 1
+    index = jnp.arange(num_replicas) + down.astype(jnp.int32) - up.astype(jnp.int32)
+    x, energy = x[index], energy[index]
 
-        beta = 1.0 / temps
-        log_ratio = (energy[:-1] - energy[1:]) * (beta[:-1] - beta[1:])
-        log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
-        swap_rate = jnp.exp(jnp.minimum(log_ratio, 0.0))
-        log_u = jnp.log(jax.random.uniform(key_swap, (num_replicas - 1,), log_ratio.dtype))
-        proposed = jnp.arange(num_replicas - 1) % 2 == state.parity
-        is_swapped = proposed & (log_u < log_ratio)
-        # the pairs of one parity are disjoint, so the swaps compose into one permutation
-        down = jnp.concatenate([is_swapped, jnp.zeros(1, bool)])  # i takes i + 1
-        up = jnp.concatenate([jnp.zeros(1, bool), is_swapped])  # i takes i - 1
-        index = jnp.arange(num_replicas) + down.astype(jnp.int32) - up.astype(jnp.int32)
-        x, energy = x[index], energy[index]
-
-        new_state = TemperingState(x, energy, 1 - state.parity)
-        num_nonfinite = count_nonfinite(x) + count_nonfinite(energy)
-        info = TemperingInfo(acceptance, swap_rate, is_swapped, num_nonfinite)
-        return new_state, info
-
-    return Sampler(init, step)
+    new_state = TemperingState(x, energy, 1 - state.parity)
+    num_nonfinite = count_nonfinite(x) + count_nonfinite(energy)
+    info = TemperingInfo(acceptance, swap_rate, is_swapped, num_nonfinite)
+    return new_state, info
