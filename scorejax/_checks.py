@@ -1,4 +1,4 @@
-"""Argument checks at the API boundary (DESIGN §15).
+"""Argument checks at the API boundary (docs/design.md §15).
 
 Values are checked in Python before tracing where they are concrete; a traced value (an
 argument of a function under the user's ``jit``) cannot be looked at, and its check is

@@ -1,8 +1,8 @@
 """How scorejax compiles its outermost loops (private).
 
 ``jit`` is ``jax.jit`` with one rule for every argument: arrays are data, everything else
-is code (DESIGN §17). Every JAX or NumPy array reachable in an argument's pytree is traced;
-everything else (functions, ints, strings, None, Python floats) is held static and is part
+is code (docs/design.md §17). Every JAX or NumPy array reachable in an argument's pytree is
+traced; everything else (functions, ints, strings, None, Python floats) is held static and is part
 of the compilation cache's key. ``functools.partial`` objects and bound methods count as
 pytrees of their arguments, so a sampler rebuilt with a new step size, or a score function
 ``partial(score_fn, params)`` with new parameters, reuses the compiled program. A plain
@@ -15,7 +15,7 @@ docs/performance.md.
 """
 
 import functools
-import inspect
+import types
 
 import jax
 import jax.numpy as jnp
@@ -48,20 +48,22 @@ def _is_array(x) -> bool:
 
 
 def _is_callable_data(x) -> bool:
-    return isinstance(x, functools.partial) or inspect.ismethod(x)
+    """A functools.partial (not already a jax Partial, which is a pytree) or a bound method."""
+    return type(x) is functools.partial or type(x) is types.MethodType
 
 
-def _as_pytree(tree):
+def as_pytree(tree):
     """``tree`` with every functools.partial and bound method made a jax Partial, recursively,
-    so that the arrays they hold are leaves."""
+    so that the arrays they hold are leaves. Kernel factories apply it to the functions they
+    are given, so their runs need not convert them again."""
 
     def convert(x):
-        if isinstance(x, functools.partial):
-            args = _as_pytree(x.args)
-            keywords = _as_pytree(dict(x.keywords))
+        if type(x) is types.MethodType:
+            return jax.tree_util.Partial(x.__func__, as_pytree(x.__self__))
+        if type(x) is functools.partial:
+            args = as_pytree(x.args)
+            keywords = as_pytree(dict(x.keywords))
             return jax.tree_util.Partial(convert(x.func), *args, **keywords)
-        if inspect.ismethod(x):
-            return jax.tree_util.Partial(x.__func__, _as_pytree(x.__self__))
         return x
 
     return jax.tree_util.tree_map(convert, tree, is_leaf=_is_callable_data)
@@ -116,7 +118,9 @@ _ARRAY = object()  # marks where an array leaf goes back
 
 def partition(tree):
     """Split ``tree`` into its arrays (a tuple) and a hashable static rest."""
-    leaves, treedef = jax.tree_util.tree_flatten(_as_pytree(tree))
+    leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=_is_callable_data)
+    if any(_is_callable_data(leaf) for leaf in leaves):  # convert only when needed
+        leaves, treedef = jax.tree_util.tree_flatten(as_pytree(tree))
     arrays = tuple(leaf for leaf in leaves if _is_array(leaf))
     static = [_ARRAY if _is_array(leaf) else _hashable(leaf) for leaf in leaves]
     return arrays, _Static(treedef, static)
@@ -133,14 +137,19 @@ def combine(arrays, static):
 
 
 @functools.cache
-def _compiled(fn, num_args: int, donate_argnums: tuple, options: tuple):
-    def inner(*parts):
-        *arrays, statics = parts
-        values = [combine(a, s) for a, s in zip(arrays, statics, strict=True)]
-        return fn(*values[:num_args], **values[num_args])
+def _compiled(fn, donate_argnums: tuple, options: tuple):
+    def inner(donated_arrays, arrays, static):
+        donated_static, rest_static = static
+        donated = combine(donated_arrays, donated_static)
+        args, kwargs = combine(arrays, rest_static)
+        args = list(args)
+        for i, value in zip(donate_argnums, donated, strict=True):
+            args[i] = value
+        return fn(*args, **kwargs)
 
     kwargs = {"compiler_options": dict(options)} if options else {}
-    return jax.jit(inner, static_argnums=(num_args + 1,), donate_argnums=donate_argnums, **kwargs)
+    donate = (0,) if donate_argnums else ()
+    return jax.jit(inner, static_argnums=(2,), donate_argnums=donate, **kwargs)
 
 
 def jit(fn=None, *, training: bool | None = None, donate_argnums: tuple = ()):
@@ -153,16 +162,18 @@ def jit(fn=None, *, training: bool | None = None, donate_argnums: tuple = ()):
     """
     if fn is None:
         return functools.partial(jit, training=training, donate_argnums=donate_argnums)
+    donate_argnums = tuple(donate_argnums)
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        parts = [partition(a) for a in args] + [partition(kwargs)]
-        arrays = [p[0] for p in parts]
-        statics = tuple(p[1] for p in parts)
-        traced = any(isinstance(a, jax.core.Tracer) for group in arrays for a in group)
+        donated = tuple(args[i] for i in donate_argnums)
+        rest = tuple(None if i in donate_argnums else a for i, a in enumerate(args))
+        donated_arrays, donated_static = partition(donated)
+        arrays, rest_static = partition((rest, kwargs))
+        traced = any(isinstance(a, jax.core.Tracer) for a in arrays + donated_arrays)
         options = () if training is None or traced else _options(training)
-        compiled = _compiled(fn, len(args), tuple(donate_argnums), options)
-        return compiled(*arrays, statics)
+        compiled = _compiled(fn, donate_argnums, options)
+        return compiled(donated_arrays, arrays, (donated_static, rest_static))
 
     return call
 

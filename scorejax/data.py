@@ -17,7 +17,7 @@ from scorejax.types import Array, Key
 
 
 def two_gaussians() -> GaussianMixture:
-    """The seeds' two Gaussians: means (+-2, 0), std 0.5, equal weights."""
+    """The project's first example: two Gaussians at (+-2, 0), std 0.5, equal weights."""
     return GaussianMixture(
         means=jnp.array([[-2.0, 0.0], [2.0, 0.0]]),
         scales=jnp.array([0.5, 0.5]),

@@ -360,7 +360,7 @@ def flip_noise(key: Key, x: Array, flip_prob: float) -> Array:
 def denoising_posterior(noisy: Array, coupling: float, field_strength: float) -> Ising:
     """The Ising-prior denoising posterior as an Ising model.
 
-    The seeds' pairwise model p(x, y) ∝ exp(sum_i psi_i(x_i, y_i) + sum_<ij> psi_ij(x_i, x_j))
+    The pairwise model p(x, y) ∝ exp(sum_i psi_i(x_i, y_i) + sum_<ij> psi_ij(x_i, x_j))
     with psi_ij = J x_i x_j (the Ising prior on the clean image x) and psi_i = eta x_i y_i
     (the observation y), so p(x | y) ∝ exp(J sum x_i x_j + eta sum y_i x_i): an Ising model
     with field h = eta y at beta = 1 (Bishop 2006, §8.3.3; Besag 1986). For a binary

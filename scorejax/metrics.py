@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scorejax._checks import check_integer, concrete
-from scorejax.types import Array, Key, ScoreFn
+from scorejax.types import Array, BoundScoreFn, Key
 
 
 def _check_samples(name: str, x, min_rows: int = 2) -> None:
@@ -115,7 +115,7 @@ def mode_weights(samples: Array, means: Array) -> Array:
 
 
 def fisher_divergence(
-    score_fn: ScoreFn, exact_score_fn: ScoreFn, x: Array, weights: Array | None = None
+    score_fn: BoundScoreFn, exact_score_fn: BoundScoreFn, x: Array, weights: Array | None = None
 ) -> Array:
     """Fisher divergence 1/2 E_p |s(x) - s*(x)|^2, estimated on points ``x`` (N, D).
 

@@ -1,6 +1,6 @@
 """Flax Linen networks and the one seam between a module and the rest of scorejax.
 
-``apply_fn(model)`` is the only bridge (DESIGN §10): it returns
+``apply_fn(model)`` is the only bridge (docs/design.md §10): it returns
 ``fn(params, x, *args) = model.apply(params, x, *args)`` in the
 library's one-example form, so losses and samplers never import Flax. Parameters are a
 plain pytree.

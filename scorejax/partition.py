@@ -2,14 +2,14 @@
 (1-D and 2-D). The RBM's exact and AIS estimates live beside the RBM (``scorejax.rbm``).
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from scorejax._checks import check_integer, check_positive
-from scorejax.types import Array
+from scorejax.types import Array, BoundEnergyFn
 
 
 def log_partition_finite(energies: Array, temperature: float = 1.0) -> Array:
@@ -25,7 +25,7 @@ def _trapezoid_log_weights(lo, hi, num_points: int) -> Array:
 
 
 def log_partition_quadrature(
-    energy_fn: Callable[[Array], Array],
+    energy_fn: BoundEnergyFn,
     lower: Sequence[float],
     upper: Sequence[float],
     num_points: int = 1001,

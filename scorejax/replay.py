@@ -5,7 +5,7 @@ started at the data (CD-k), at fresh noise (short-run MCMC) or from a replay buf
 persistent chains carried in ``TrainState.extra`` (PCD). The buffer is a NamedTuple of
 arrays updated by pure functions, so a whole PCD step (sample from the buffer, run the
 chains, push them back, one optimiser update) is one jitted function that ``fit`` scans
-(DESIGN §8). RBMs train through the same step (``scorejax.rbm.train_rbm``).
+(docs/design.md §8). RBMs train through the same step (``scorejax.rbm.train_rbm``).
 
 Negatives come from any scorejax ``Sampler``: the step takes ``make_sampler(params) ->
 Sampler`` and calls it with the current parameters (gradients stopped), e.g.

@@ -16,7 +16,7 @@ from scorejax.types import EnergyFn, ScoreFn
 def score_from_energy(energy_fn: EnergyFn) -> ScoreFn:
     """Turn ``energy_fn(params, x, *args) -> ()`` into ``score_fn(params, x, *args) = -grad_x E``.
 
-    One line of autodiff (DESIGN §2), so learned and analytic energies share it:
+    One line of autodiff (docs/design.md §2), so learned and analytic energies share it:
     ``score_from_energy(GaussianMixture.energy)(mixture, x)`` equals ``mixture.score(x)``.
     Extra positional arguments (a noise level ``sigma``) pass through undifferentiated.
     """

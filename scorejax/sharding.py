@@ -40,6 +40,7 @@ from scorejax.samplers.base import (
     _check_run_args,
     _check_trace_memory,
     _drive,
+    _num_chains,
     _scan,
     _trace_bytes,
     strong_array,
@@ -161,14 +162,14 @@ def run_chains_sharded(
     _check_divisible("x0", np.shape(x0)[0], mesh)
     x0 = strong_array(x0)
     args = _check_run_args(sampler, x0, num_steps, schedule, thin, observable, unroll, start_step)
-    keys = jax.random.split(key, x0.shape[0])
-    return _drive(_sharded_run, keys, sampler, x0, args, start_step, progress, steps_per_call,
+    return _drive(_sharded_run, key, sampler, x0, args, start_step, progress, steps_per_call,
                   warn, trace_memory_fraction, chain_axis=True, mesh=mesh)  # fmt: skip
 
 
 @jit(training=False)
-def _sharded_run(keys, sampler, x0, args, start, from_state, memory_fraction, mesh):
+def _sharded_run(key, sampler, x0, args, start, from_state, memory_fraction, mesh):
     chains = PartitionSpec(_axis(mesh))
+    keys = jax.random.split(key, _num_chains(x0))  # as run_chains: chain i's key
     # shard_map takes arrays only: the sampler's and the arguments' arrays go in replicated,
     # their code stays static
     arrays, static = partition((sampler, args))

@@ -1,11 +1,11 @@
-"""Training: a pure train step and a thin loop around it (DESIGN §8).
+"""Training: a pure train step and a thin loop around it (docs/design.md §8).
 
 ``make_train_step(loss_fn, optimizer)`` returns ``train_step(state, key, batch)``; ``fit``
 compiles ``steps_per_call`` of them into one ``lax.scan`` and does the progress bar,
 history and callbacks (checkpoints, logs) in Python between calls, so no step waits on the
 host.
 
-Reproducible by construction (DESIGN §22): step t uses the key
+Reproducible by construction (docs/design.md §22): step t uses the key
 ``jax.random.fold_in(key, t)`` with t the global step ``state.step``, so the numbers do not
 depend on ``steps_per_call``, and a run resumed from a checkpoint of step t continues
 exactly as the uninterrupted run.

@@ -121,3 +121,20 @@ def test_bad_input_raises():
         rbm_log_partition_exact((jnp.zeros((3, 2)), jnp.zeros(3), jnp.zeros(2)))
     with pytest.raises(ValueError, match="data"):
         rbm_log_likelihood(params, jnp.zeros((5, 3)), 0.0)
+
+
+def test_float64_is_honoured_when_enabled():
+    with jax.enable_x64(True):
+        params = jax.tree_util.tree_map(
+            lambda a: jnp.asarray(a, jnp.float64), random_rbm(jax.random.key(0), 5, 3)
+        )
+        exact = rbm_log_partition_exact(params)
+        assert exact.dtype == jnp.float64 and ais_betas(5, 5, 5).dtype == jnp.float64
+        w, b, c = (np.asarray(a, np.float64) for a in params)
+        vs = np.asarray(list(itertools.product([0.0, 1.0], repeat=5)))
+        hs = np.asarray(list(itertools.product([0.0, 1.0], repeat=3)))
+        neg_e = vs @ b[:, None] + (hs @ c)[None, :] + vs @ w @ hs.T
+        np.testing.assert_allclose(float(exact), np.logaddexp.reduce(neg_e.ravel()), rtol=1e-12)
+        result = rbm_ais(jax.random.key(1), params, num_runs=4, betas=ais_betas(5, 5, 5))
+        assert result.log_partition.dtype == jnp.float64
+        assert result.log_weights.dtype == jnp.float64

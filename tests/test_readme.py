@@ -17,3 +17,9 @@ def test_readme_example_runs():
     )
     # 2,000 independent chains of a symmetric target: 0.5 within 4.5 binomial SEs
     assert abs(weights[0] - 0.5) < 4.5 * np.sqrt(0.25 / 2000)
+
+
+def test_the_declared_licence_ships_with_the_code():
+    root = Path(__file__).parent.parent
+    assert 'license = "MIT"' in (root / "pyproject.toml").read_text()
+    assert (root / "LICENSE").read_text().startswith("MIT License")

@@ -5,7 +5,7 @@ API layers): ``init(x) -> state`` and ``step(key, state, *schedule_t) -> (state,
 Kernels see one chain; many chains and many seeds are ``jax.vmap`` over the runner
 (``run_chains``). scorejax's kernels are built from ``jax.tree_util.Partial`` objects, so a
 ``Sampler`` is a pytree whose numbers (step sizes, the parameters inside a score function)
-are leaves: rebuilding one with new numbers reuses the compiled run (DESIGN §17).
+are leaves: rebuilding one with new numbers reuses the compiled run (docs/design.md §17).
 
 Keys: step t of a run uses ``jax.random.fold_in(key, start_step + t)``, derived inside the
 loop from the key the user passed (its implementation is the user's choice, e.g.
@@ -61,6 +61,8 @@ def count_nonfinite(x: Array) -> Array:
 def strong_array(x) -> Array:
     """``x`` as an array without JAX's weak type (``jnp.full(2, 1.0)`` is weakly typed), so a
     jitted sampler sees the same abstract value, and does not retrace, for any float32 input."""
+    if isinstance(x, jax.Array) and not x.weak_type:
+        return x
     x = jnp.asarray(x)
     return jnp.asarray(x, dtype=x.dtype)
 
@@ -135,7 +137,7 @@ def run(
 
     Step t uses the key ``jax.random.fold_in(key, start_step + t)``. A ``schedule`` (a tuple
     of arrays with leading axis ``num_steps``) is scanned alongside and passed as
-    ``step(key, state, *schedule[t])``: a schedule is data (DESIGN §5), so annealing and
+    ``step(key, state, *schedule[t])``: a schedule is data (docs/design.md §5), so annealing and
     decaying step sizes cost no recompiles.
 
     Args:
@@ -161,7 +163,8 @@ def run(
         transitions (``warn_if_diverged``). Under ``jit``/``vmap`` the counts stay in
         ``info`` only.
       trace_memory_fraction: warn before running when the trace would take more than this
-        fraction of the device's memory (the host's on the CPU).
+        fraction of the device's memory (the host's on the CPU); checked when the run is
+        compiled, so a repeated call of the same shapes says it once.
 
     Returns:
       RunResult(state, trace, info) with ``info`` averaged over the steps.
@@ -204,8 +207,7 @@ def run_chains(
         raise ValueError(f"x0 must have a leading chain axis, got shape {np.shape(x0)}")
     x0 = strong_array(x0)
     args = _check_run_args(sampler, x0, num_steps, schedule, thin, observable, unroll, start_step)
-    keys = jax.random.split(key, x0.shape[0])
-    return _drive(_run_many, keys, sampler, x0, args, start_step, progress, steps_per_call,
+    return _drive(_run_many, key, sampler, x0, args, start_step, progress, steps_per_call,
                   warn, trace_memory_fraction, chain_axis=True)  # fmt: skip
 
 
@@ -267,7 +269,8 @@ def _chunked(compiled, key, sampler, x0, args, start, steps_per_call, memory_fra
 
 @jit
 def _initial_state(sampler, x0, chain_axis):
-    return jax.vmap(sampler.init)(x0) if chain_axis else sampler.init(x0)
+    init = lambda x: _init(sampler, x)
+    return jax.vmap(init)(x0) if chain_axis else init(x0)
 
 
 def _device_memory_bytes() -> int:
@@ -305,8 +308,14 @@ def _run_one(key, sampler, x0, args, start, from_state, memory_fraction):
     return result
 
 
+def _num_chains(x0_or_state) -> int:
+    """The leading axis of a batch of positions, or of a batch of states (chunked runs)."""
+    return jax.tree_util.tree_leaves(x0_or_state)[0].shape[0]
+
+
 @jit(training=False)
-def _run_many(keys, sampler, x0, args, start, from_state, memory_fraction):
+def _run_many(key, sampler, x0, args, start, from_state, memory_fraction):
+    keys = jax.random.split(key, _num_chains(x0))  # chain i's key, whatever the chunk
     one = lambda k, x: _scan(k, sampler, x, args, start, from_state)
     result = jax.vmap(one)(keys, x0)
     if not from_state:
@@ -334,9 +343,19 @@ def _check_step_keeps_state(state, new_state) -> None:
             )
 
 
+def _init(sampler, x0):
+    try:
+        return sampler.init(x0)
+    except ValueError as error:  # name the runner's argument too
+        raise ValueError(
+            f"sampler.init(x0) failed for one chain's x0 of shape {tuple(x0.shape)} (run takes "
+            f"one chain's position, run_chains a leading chain axis): {error}"
+        ) from error
+
+
 def _scan(key, sampler, x0, args, start, from_state):
     """The runner's loop for one chain: the final state, the trace and the mean info."""
-    state = x0 if from_state else sampler.init(x0)
+    state = x0 if from_state else _init(sampler, x0)
     schedule_0 = jax.tree_util.tree_map(lambda a: a[0], args.schedule)
     new_state, info_shape = jax.eval_shape(sampler.step, key, state, *schedule_0)
     _check_step_keeps_state(state, new_state)

@@ -1,7 +1,7 @@
 """Langevin dynamics: unadjusted Langevin (ULA), its noise-conditional form and annealed
 Langevin (NCSN), and the decoupled Langevin of EBM training.
 
-Step-size convention (DESIGN §6), used everywhere in scorejax:
+Step-size convention (docs/design.md §6), used everywhere in scorejax:
 
     x_{t+1} = x_t + h * s(x_t) + sqrt(2 h) * z_t,   z_t ~ N(0, I)
 
@@ -26,7 +26,7 @@ from scorejax._checks import (
     check_positive_int,
     check_score_output,
 )
-from scorejax._compile import as_data, jit
+from scorejax._compile import as_data, as_pytree, jit
 from scorejax.samplers.base import RunResult, Sampler, count_nonfinite, run
 from scorejax.types import Array, BoundScoreFn, Key
 
@@ -72,6 +72,7 @@ def ula(score_fn: BoundScoreFn, step_size) -> Sampler:
     """
     check_callable("score_fn", score_fn, "score_fn(x) -> array shaped like x")
     check_positive("step_size", step_size)
+    score_fn = as_pytree(score_fn)
     return Sampler(Partial(_init, score_fn), Partial(_ula_step, score_fn, as_data(step_size)))
 
 
@@ -81,7 +82,7 @@ def _ula_step(score_fn, default_step_size, key, state, step_size=None):
     return LangevinState(x), LangevinInfo(count_nonfinite(x))
 
 
-def noise_conditional_ula(score_fn) -> Sampler:
+def noise_conditional_ula(score_fn: BoundScoreFn) -> Sampler:
     """ULA on a noise-conditional score, the kernel of annealed Langevin.
 
     ``step(key, state, sigma, step_size)`` moves x <- x + h s(x, sigma) + sqrt(2 h) z: one
@@ -96,6 +97,7 @@ def noise_conditional_ula(score_fn) -> Sampler:
       (sigma, step_size) of a schedule.
     """
     check_callable("score_fn", score_fn, "score_fn(x, sigma) -> array shaped like x")
+    score_fn = as_pytree(score_fn)
     return Sampler(Partial(_noise_conditional_init, score_fn), Partial(_nc_step, score_fn))
 
 
@@ -125,7 +127,7 @@ def annealed_step_sizes(sigmas: Array, step_size, num_steps_per_level: int):
     )
 
 
-def tweedie_denoise(score_fn, x: Array, sigma) -> Array:
+def tweedie_denoise(score_fn: BoundScoreFn, x: Array, sigma) -> Array:
     """The final denoising step x + sigma^2 s(x, sigma): Tweedie's formula for E[x_0 | x]
     under x = x_0 + sigma z (Efron 2011; Song & Ermon 2020, Appendix C.2;
     Jolicoeur-Martineau et al. 2021). One example ``x``; jitted."""
@@ -139,7 +141,7 @@ def _tweedie(score_fn, x, sigma):
 
 def annealed_langevin(
     key: Key,
-    score_fn,
+    score_fn: BoundScoreFn,
     x0: Array,
     sigmas: Array,
     *,
@@ -191,7 +193,7 @@ def decoupled_langevin(
 
     the update of Du & Mordatch 2019 (Eq. 3 with lambda = step_size and omega ~ N(0, noise^2))
     and Nijkamp et al. 2019, who take e.g. step_size = 10, noise_scale = 0.005. Against the
-    library convention x + h s + sqrt(2 h) z (DESIGN §6) this is that update with h =
+    library convention x + h s + sqrt(2 h) z (docs/design.md §6) this is that update with h =
     step_size for the score s / T, i.e. Euler–Maruyama for dX = s dt + sqrt(2 T) dW, whose
     stationary law is p^(1/T) ∝ exp(-E / T), with the implied temperature
 
@@ -218,6 +220,7 @@ def decoupled_langevin(
         if len(clip_range) != 2 or not clip_range[0] < clip_range[1]:
             raise ValueError(f"clip_range must be (low, high) with low < high, got {clip_range}")
         clip_range = tuple(float(c) for c in clip_range)
+    score_fn = as_pytree(score_fn)
     step = Partial(_decoupled_step, score_fn, clip_range, as_data(step_size), as_data(noise_scale))
     return Sampler(Partial(_init, score_fn), step)
 

@@ -6,7 +6,7 @@ Every kernel follows the library's contract (``Sampler(init, step)``, see ``base
 override lets the warm-up (``adaptation.py``) and schedules (``schedules.py``) drive the
 same kernel without rebuilding it.
 
-Step-size convention (DESIGN §6): the Langevin proposal of MALA is the library's ULA move
+Step-size convention (docs/design.md §6): the Langevin proposal of MALA is the library's ULA move
 x + h s(x) + sqrt(2 h) z, and random-walk Metropolis uses the same noise, x + sqrt(2 h) z,
 so one ``step_size`` h means one noise scale across ULA, RWM and MALA. For HMC, h is the
 leapfrog step (Neal 2011, Eq. 5.18–5.20).
@@ -16,7 +16,7 @@ position in its state, so a step costs one energy-and-gradient evaluation (L for
 A proposal whose energy is NaN or Inf is rejected. ``num_nonfinite`` counts non-finite
 entries of the position and energy *after* the accept/reject, so any value above zero
 means the chain itself left the finite numbers; ``is_divergent`` flags a proposal that
-blew up (DESIGN §15). ``metropolis_accept`` is the one accept step of the library: the
+blew up (docs/design.md §15). ``metropolis_accept`` is the one accept step of the library: the
 tempering swaps and the Ising kernels use it too.
 """
 
@@ -34,7 +34,7 @@ from scorejax._checks import (
     check_positive_int,
     concrete,
 )
-from scorejax._compile import as_data, jit
+from scorejax._compile import as_data, as_pytree, jit
 from scorejax.samplers.base import Sampler, count_nonfinite
 from scorejax.types import Array, BoundEnergyFn, Key
 
@@ -130,8 +130,10 @@ def _nonfinite(state) -> Array:
     return count_nonfinite(state.x) + count_nonfinite(state.energy)
 
 
-def _check_energy_fn(energy_fn) -> None:
+def _check_energy_fn(energy_fn):
+    """Check ``energy_fn`` and return it with its arrays as pytree leaves (data)."""
     check_callable("energy_fn", energy_fn, "energy_fn(x) -> scalar")
+    return as_pytree(energy_fn)
 
 
 def _step_size(default, override):
@@ -147,12 +149,13 @@ def rwm(energy_fn: BoundEnergyFn, step_size) -> Sampler:
     Args:
       energy_fn: E(x) -> () for one example, parameters closed over.
       step_size: h > 0; the proposal standard deviation is sqrt(2 h) (the library's
-        Langevin noise, DESIGN §6). ``step(key, state, step_size)`` accepts a per-step value.
+        Langevin noise, docs/design.md §6). ``step(key, state, step_size)`` accepts a
+        per-step value.
 
     Returns:
       Sampler with state RWMState(x, energy) and info MetropolisInfo.
     """
-    _check_energy_fn(energy_fn)
+    energy_fn = _check_energy_fn(energy_fn)
     check_positive("step_size", step_size)
     return Sampler(Partial(_rwm_init, energy_fn), Partial(_rwm_step, energy_fn, as_data(step_size)))
 
@@ -201,12 +204,12 @@ def mala(energy_fn: BoundEnergyFn, step_size) -> Sampler:
 
     Args:
       energy_fn: E(x) -> () for one example, parameters closed over.
-      step_size: h > 0 (the ULA step, DESIGN §6); ``step`` accepts a per-step override.
+      step_size: h > 0 (the ULA step, docs/design.md §6); ``step`` accepts a per-step override.
 
     Returns:
       Sampler with state MALAState(x, energy, score) and info MetropolisInfo.
     """
-    _check_energy_fn(energy_fn)
+    energy_fn = _check_energy_fn(energy_fn)
     check_positive("step_size", step_size)
     return Sampler(
         Partial(_mala_init, energy_fn), Partial(_mala_step, energy_fn, as_data(step_size))
@@ -352,7 +355,7 @@ def leapfrog(
     Returns:
       (x, momentum) after ``num_steps`` steps.
     """
-    _check_energy_fn(energy_fn)
+    energy_fn = _check_energy_fn(energy_fn)
     check_positive("step_size", step_size)
     num_steps = check_positive_int("num_steps", num_steps)
     inverse_mass, _ = _check_inverse_mass(inverse_mass)
@@ -393,7 +396,7 @@ def hmc(energy_fn: BoundEnergyFn, step_size, num_leapfrog_steps: int, inverse_ma
       Sampler with state HMCState(x, energy, energy_grad) and info HMCInfo (with the
       energy error). The optimal acceptance rate is 0.651 (Beskos et al. 2013).
     """
-    _check_energy_fn(energy_fn)
+    energy_fn = _check_energy_fn(energy_fn)
     check_positive("step_size", step_size)
     num_leapfrog_steps = check_positive_int("num_leapfrog_steps", num_leapfrog_steps)
     inverse_mass, chol = _check_inverse_mass(inverse_mass)

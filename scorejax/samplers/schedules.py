@@ -1,12 +1,12 @@
 """Step-size schedules for stochastic-gradient Langevin dynamics, as data.
 
 A schedule is a (num_steps,) array of step sizes passed to the runner,
-``run(key, ula(score_fn, eta0), x0, num_steps, schedule=(step_sizes,))`` (DESIGN §5): the
+``run(key, ula(score_fn, eta0), x0, num_steps, schedule=(step_sizes,))`` (docs/design.md §5): the
 kernel's ``step(key, state, step_size)`` reads one entry per step, so changing the schedule
 never recompiles. The same arrays drive ``mala``, ``rwm`` and ``hmc`` through their
 ``step_size`` override.
 
-With the library's convention x + h s + sqrt(2 h) z (DESIGN §6), h_t is Welling & Teh's
+With the library's convention x + h s + sqrt(2 h) z (docs/design.md §6), h_t is Welling & Teh's
 (2011) epsilon_t / 2.
 """
 

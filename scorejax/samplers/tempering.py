@@ -28,6 +28,7 @@ import numpy as np
 from jax.tree_util import Partial
 
 from scorejax._checks import check_callable, check_energy_output, check_positive, check_positive_int
+from scorejax._compile import as_pytree
 from scorejax.samplers.base import Sampler, count_nonfinite
 from scorejax.samplers.mcmc import metropolis_accept
 from scorejax.types import Array, BoundEnergyFn
@@ -139,6 +140,7 @@ def parallel_tempering(
         "kernel_factory", kernel_factory, "kernel_factory(energy_fn, temperature) -> Sampler"
     )
     temps = jnp.asarray(_check_temperatures(temperatures), jnp.float32)
+    energy_fn = as_pytree(energy_fn)
     probe = kernel_factory(Partial(_tempered_energy, energy_fn, temps[0]), temps[0])
     if not isinstance(probe, Sampler):
         raise TypeError(
