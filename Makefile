@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export JAX_PLATFORMS ?= cpu
 
-.PHONY: demo test test-slow lint format bench bench-quick clean
+.PHONY: demo test test-slow lint format bench bench-quick bench-test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench: $(VENV)/.bench
 
 bench-quick: $(VENV)/.bench
 	$(PY) -m benchmarks --quick
+
+# the harness against the OS (worker processes, malloc, /proc) and the command line
+bench-test: $(VENV)/.bench
+	$(PY) -m pytest -q benchmarks/test_harness.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

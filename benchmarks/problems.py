@@ -1,26 +1,54 @@
 """The benchmark problems, each with scorejax and the alternatives a user would pick.
 
+The scorejax rows call the public API as a user does (``sj.run_chains(key, sampler, x0,
+n).state.x``, ``sj.fit(...)``) and block on the result, so they get what a user gets:
+scorejax's own XLA options, its argument checks and its divergence warning (``warn=True``,
+one small device-to-host copy a call); under a user's ``jax.jit`` (annealed) the user's
+options rule, as in scorejax. Their compile time is the first call's excess over a steady
+call (device_mb is not known for them). The alternatives written in JAX (``plain_jax``,
+blackjax, ``xla_matmul_only``) are jitted and compiled ahead of time with XLA's defaults,
+as their users would get them.
+
+Rows beside ``scorejax`` (which uses JAX's default threefry keys, what a user gets without
+choosing):
+
+- ``scorejax[unrolled]``, ``scorejax[rbg]``, ``scorejax[unsafe_rbg]``: the same call with
+  keys of ``scorejax.prng.THREEFRY_UNROLLED`` (the same numbers), JAX's ``"rbg"`` and
+  ``"unsafe_rbg"`` (``KEY_IMPLS``); for normals and for ULA on the mixture and on the MLP at
+  1e4 chains.
+- ``scorejax[plain_jit]``: the same call with scorejax's private XLA options off during its
+  calls only (``without_xla_options``), so the run measures whether they still pay; for ULA
+  on the mixture and on the MLP at 1e4 chains and for DSM and NCSN training at batch 512.
+- ``scorejax[sharded]``: ``run_chains_sharded`` with the chains split over the host devices.
+- ``torch_eager``: the PyTorch reference, each in a worker process of its own, timed at one
+  thread (``torch_eager[1t]``) and at all the cores this process may use
+  (``torch_eager[<n>t]``) in the same interleaved rounds (``harness.BestOf``). The
+  ``torch_eager`` row repeats the faster of the two; its ``threads`` column and ``best_of``
+  name which, and the ratios and the targets are taken against it. ``torch_eager[malloc]``
+  (where torch's tensors are megabytes: ula_mlp, dsm_train, ncsn_train) is the same with
+  glibc's malloc keeping freed memory (``harness.keep_freed_memory``), also at its best
+  thread count.
+
 Problems (sizes in ``sizes(quick)``):
-- normals: one ULA step's noise (1e4 x 2 standard normals a step), JAX's default threefry
-  keys against the same numbers through ``scorejax.prng.fast_key``, and torch.randn.
+- normals: ULA's noise alone, ``run_chains`` of ULA with a zero score on 1e4 chains x 2 dims
+  (one (2,) normal per chain a step, from the chain's own key), with each key
+  implementation; ``plain_jax`` draws the same count as one (1e4, 2) array a step from
+  ``fold_in(key, t)``, and torch.randn_like.
 - ula_mixture: ULA on the 2-D eight-Gaussian mixture energy, score by autodiff, h = 0.01.
 - ula_mlp: ULA on an MLP score 2-128-128-2 (SiLU), h = 0.01.
   At 1e4 chains it also times the MLP's dominant matmul alone (``*_matmul_only``): one
   (chains, 128) @ (128, 128) product per step, in XLA and in torch, the most either could do.
-- double_well: ULA on E(x) = 2 sum (x^2 - 1)^2, 4,096 chains x 32 dims, h = 0.01 (the
-  issue's single-kernel reference problem); also the runner's unroll factors.
-- annealed: annealed Langevin, NoiseConditionalMLP, 10 levels; compile time at 10 and 200
-  levels.
+- double_well: ULA on E(x) = 2 sum (x^2 - 1)^2, 4,096 chains x 32 dims, h = 0.01 (a step
+  that is one elementwise kernel); also the runner's unroll factors.
+- annealed: annealed Langevin, NoiseConditionalMLP, 10 levels, ``jax.vmap`` over chains,
+  jitted by the user, and unjitted as the experiments call it (``scorejax[vmap]``); compile
+  time at 10 and 200 levels.
 - mala / hmc: on the mixture, against blackjax (5 leapfrog steps for HMC).
-- dsm_train / ncsn_train: a train step (Adam, EMA) on fresh mixture batches; also fit's loop
-  compiled with the samplers' XLA options (``scorejax[ynn_dots]``).
+- dsm_train / ncsn_train: ``fit`` (Adam, EMA) on fresh mixture batches.
 - sm_cost: exact SM against SSM against DSM, MLP score in D dimensions.
-
-Each torch reference runs in a worker process of its own; where its tensors are megabytes
-(ula_mlp, dsm_train, ncsn_train) it also runs as ``torch_eager[malloc]``, with glibc's
-malloc keeping freed memory (``harness.keep_freed_memory``).
 """
 
+import contextlib
 import itertools
 import time
 from functools import partial
@@ -32,18 +60,23 @@ import optax
 
 import scorejax as sj
 from benchmarks import torch_ref
-from benchmarks.harness import Case, Prepared, Skip, in_worker
-from scorejax import training
+from benchmarks.harness import BestOf, Case, Prepared, Skip, in_worker, usable_cpus
 
 STEP_SIZE = 0.01
 
+# The key implementations measured against JAX's default threefry (the plain scorejax row)
+KEY_IMPLS = {
+    "scorejax[unrolled]": sj.prng.THREEFRY_UNROLLED,
+    "scorejax[rbg]": "rbg",
+    "scorejax[unsafe_rbg]": "unsafe_rbg",
+}
+
 
 def sizes(quick: bool) -> dict:
-    """Problem sizes: quick fits in minutes on 2 CPU cores; full is the issue's grid.
+    """Problem sizes: quick fits in minutes on 2 CPU cores; full is the whole grid.
 
     Full mode keeps each timed call near a few seconds on a 2-core CPU (fewer steps at many
-    chains, fewer training steps for exact SM at large D), so the whole grid runs in about
-    half an hour there and in minutes on a GPU.
+    chains, fewer training steps for exact SM at large D).
     """
     if quick:
         return dict(
@@ -64,15 +97,16 @@ def _scaled_steps(num_steps: int, num_chains: int, budget: float) -> int:
     return int(max(20, min(num_steps, budget // num_chains)))
 
 
-def jax_prepared(fn, *args, options=None) -> Prepared:
-    """Jit ``fn``, compile it ahead of time (timed) and read XLA's memory analysis.
+def thread_counts() -> list[int]:
+    """The torch thread counts each reference runs at: one, and all usable cores."""
+    return sorted({1, len(usable_cpus())})
 
-    ``options``: XLA compiler options. The scorejax rows pass ``sj.compiler_options()``, the
-    options scorejax's runners compile with when called directly (an outer jit, as here,
-    sets its own); the alternatives get XLA's defaults, as their users would.
-    """
+
+def jax_prepared(fn, *args) -> Prepared:
+    """Jit ``fn`` with XLA's default options, compile it ahead of time (timed) and read XLA's
+    memory analysis: the alternatives written in JAX."""
     start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile(options or {})
+    compiled = jax.jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - start
     device_bytes = float("nan")
     try:
@@ -85,6 +119,50 @@ def jax_prepared(fn, *args, options=None) -> Prepared:
     return Prepared(lambda: jax.block_until_ready(compiled(*args)), compile_s, device_bytes)
 
 
+@contextlib.contextmanager
+def without_xla_options():
+    """Inside, scorejax's runners and ``fit`` compile with plain ``jax.jit``.
+
+    ``scorejax._compile.jit`` looks its options up at each call through the module's
+    ``_options`` (a ``functools.cache``); this swaps that attribute for one returning () and
+    puts the cached original back on exit, so only the calls made inside are affected.
+    """
+    compile_module = _compile_module()
+    saved = compile_module._options
+    compile_module._options = lambda training: ()
+    try:
+        yield
+    finally:
+        compile_module._options = saved
+
+
+def _compile_module():
+    """``scorejax._compile``, checked to still have the ``_options`` its ``jit`` looks up."""
+    from scorejax import _compile
+
+    if not callable(getattr(_compile, "_options", None)):
+        raise Skip("scorejax._compile._options is gone: no XLA options to turn off")
+    return _compile
+
+
+def user_call(run, plain_jit: bool = False) -> Prepared:
+    """``jax.block_until_ready(run())`` as the call, compiled on first use; with
+    ``plain_jit``, each call runs ``without_xla_options``."""
+    if not plain_jit:
+        return Prepared(lambda: jax.block_until_ready(run()))
+    _compile_module()  # skip the row now if there is nothing to patch
+
+    def call():
+        with without_xla_options():
+            return jax.block_until_ready(run())
+
+    return Prepared(call)
+
+
+def _key(impl=None):
+    return jax.random.key(0) if impl is None else jax.random.key(0, impl=impl)
+
+
 def _mixture():
     return sj.data.eight_gaussians()
 
@@ -93,14 +171,26 @@ def _mixture_score():
     return partial(sj.score_from_energy(sj.GaussianMixture.energy), _mixture())
 
 
-def _scorejax_chains(score_fn, num_chains, num_steps, dim=2, key_impl=None, unroll=None):
+def _scorejax_chains(score_fn, num_chains, num_steps, dim=2, key_impl=None, unroll=None,
+                     plain_jit=False):  # fmt: skip
+    """``sj.run_chains`` of ULA as a user calls it, with keys of ``key_impl``."""
+
     def factory():
         sampler = sj.ula(score_fn, STEP_SIZE)
-        fn = lambda key, x0: sj.run_chains(key, sampler, x0, num_steps, unroll=unroll).state.x
-        key = jax.random.key(0, impl=key_impl) if key_impl else jax.random.key(0)
-        return jax_prepared(fn, key, jnp.zeros((num_chains, dim)), options=sj.compiler_options())
+        key, x0 = _key(key_impl), jnp.zeros((num_chains, dim))
+        run = lambda: sj.run_chains(key, sampler, x0, num_steps, unroll=unroll).state.x
+        return user_call(run, plain_jit)
 
     return factory
+
+
+def _scorejax_variants(score_fn, num_chains, num_steps, dim=2) -> dict:
+    """The key implementations' rows and the plain_jit row of a ULA case."""
+    impls = {name: _scorejax_chains(score_fn, num_chains, num_steps, dim, key_impl=impl)
+             for name, impl in KEY_IMPLS.items()}  # fmt: skip
+    impls["scorejax[plain_jit]"] = _scorejax_chains(score_fn, num_chains, num_steps, dim,
+                                                    plain_jit=True)  # fmt: skip
+    return impls
 
 
 def _scorejax_sharded(score_fn, num_chains, num_steps, dim=2):
@@ -113,11 +203,10 @@ def _scorejax_sharded(score_fn, num_chains, num_steps, dim=2):
         if num_chains % mesh.size:
             raise Skip(f"{num_chains} chains do not divide over {mesh.size} devices")
         sampler = sj.ula(score_fn, STEP_SIZE)
-        fn = lambda key, x0: (
-            sharding.run_chains_sharded(key, sampler, x0, num_steps, mesh=mesh).state.x
-        )
+        key = _key()
         x0 = sharding.shard_leading(jnp.zeros((num_chains, dim)), mesh)
-        return jax_prepared(fn, jax.random.key(0), x0, options=sj.compiler_options())
+        run = lambda: sharding.run_chains_sharded(key, sampler, x0, num_steps, mesh=mesh).state.x
+        return user_call(run)
 
     return factory
 
@@ -134,39 +223,52 @@ def _plain_jax(score_fn, num_chains, num_steps, dim=2):
 
             return jax.lax.scan(body, x, jax.random.split(key, num_steps))[0]
 
-        return jax_prepared(fn, jax.random.key(0), jnp.zeros((num_chains, dim)))
+        return jax_prepared(fn, _key(), jnp.zeros((num_chains, dim)))
 
     return factory
 
 
-def _torch(builder, *args, **kwargs):
-    """A torch reference, built and run in a worker process of its own (``in_worker``)."""
-    return lambda: in_worker(builder, *args, **kwargs)
+def _torch_at(num_threads, builder, args, kwargs, malloc_tuned):
+    def factory():
+        impl = in_worker(torch_ref.threaded, num_threads, builder, *args,
+                         malloc_tuned=malloc_tuned, **kwargs)  # fmt: skip
+        impl.notes["threads"] = num_threads
+        return impl
+
+    return factory
 
 
-def _torch_both(name, builder, *args, **kwargs):
+def _torch(builder, *args, malloc_tuned=False, **kwargs) -> BestOf:
+    """A torch reference in a worker process of its own (``in_worker``), at each of
+    ``thread_counts()`` (variants ``1t``, ``2t``, ...); with ``malloc_tuned``, glibc's malloc
+    keeps freed memory there (``keep_freed_memory``)."""
+    return BestOf({f"{n}t": _torch_at(n, builder, args, kwargs, malloc_tuned)
+                   for n in thread_counts()})  # fmt: skip
+
+
+def _torch_both(name, builder, *args, **kwargs) -> dict:
     """``name`` as a user's script runs it, and ``name[malloc]`` with glibc's malloc told to
-    keep freed memory (``keep_freed_memory``): torch's best case where its activations are
-    megabytes. The targets are taken against the first."""
+    keep freed memory: torch's best case where its activations are megabytes. The targets
+    are taken against the first."""
     return {name: _torch(builder, *args, **kwargs),
             f"{name}[malloc]": _torch(builder, *args, malloc_tuned=True, **kwargs)}  # fmt: skip
 
 
-def _normals(num_rows, num_steps, convert_key):
+def _zero_score(x):
+    return jnp.zeros_like(x)
+
+
+def _normals(num_rows, num_steps):
     """A scan drawing ``jax.random.normal(fold_in(key, t), (num_rows, 2))`` at each step t."""
 
     def factory():
         def fn(key, x):
-            key = convert_key(key)
-
             def body(x, t):
                 return x + jax.random.normal(jax.random.fold_in(key, t), x.shape), None
 
             return jax.lax.scan(body, x, jnp.arange(num_steps, dtype=jnp.uint32))[0]
 
-        # the same options for both key kinds, so that the key is the only difference
-        x0 = jnp.zeros((num_rows, 2))
-        return jax_prepared(fn, jax.random.key(0), x0, options=sj.compiler_options())
+        return jax_prepared(fn, _key(), jnp.zeros((num_rows, 2)))
 
     return factory
 
@@ -174,10 +276,12 @@ def _normals(num_rows, num_steps, convert_key):
 def normals_cases(cfg) -> list[Case]:
     n, steps = 10_000, cfg["mixture_steps"]
     impls = {
-        "scorejax": _normals(n, steps, sj.prng.fast_key),
-        "jax_threefry": _normals(n, steps, lambda key: key),
+        "scorejax": _scorejax_chains(_zero_score, n, steps),
+        **{name: _scorejax_chains(_zero_score, n, steps, key_impl=impl)
+           for name, impl in KEY_IMPLS.items()},
+        "plain_jax": _normals(n, steps),
         "torch_eager": _torch(torch_ref.normals, n, steps),
-    }
+    }  # fmt: skip
     return [Case("normals", f"{n} x 2 normals x {steps} steps", "normals/s", 2 * n * steps,
                  impls)]  # fmt: skip
 
@@ -196,7 +300,7 @@ def ula_mixture_cases(cfg) -> list[Case]:
         impls = {
             "scorejax": _scorejax_chains(score, n, steps),
             "scorejax[sharded]": _scorejax_sharded(score, n, steps),
-            "scorejax[unsafe_rbg]": _scorejax_chains(score, n, steps, key_impl="unsafe_rbg"),
+            **(_scorejax_variants(score, n, steps) if n == 10_000 else {}),
             "plain_jax": _plain_jax(score, n, steps),
             "torch_eager": _torch(torch_ref.ula_mixture, _torch_mixture(), n, steps, STEP_SIZE),
         }
@@ -233,10 +337,12 @@ def ula_mlp_cases(cfg, quick: bool) -> list[Case]:
     cases = []
     for n in cfg["chains"]:
         steps = _scaled_steps(cfg["mlp_steps"], n, cfg["chain_budget"])
+        score = _mlp_score()
         impls = {
-            "scorejax": _scorejax_chains(_mlp_score(), n, steps),
-            "scorejax[sharded]": _scorejax_sharded(_mlp_score(), n, steps),
-            "plain_jax": _plain_jax(_mlp_score(), n, steps),
+            "scorejax": _scorejax_chains(score, n, steps),
+            "scorejax[sharded]": _scorejax_sharded(score, n, steps),
+            **(_scorejax_variants(score, n, steps) if n == 10_000 else {}),
+            "plain_jax": _plain_jax(score, n, steps),
             **_torch_both("torch_eager", torch_ref.ula_mlp, n, steps, STEP_SIZE),
         }
         if n == 10_000:  # the target's size: the ceiling that the big matmul puts on it
@@ -286,21 +392,30 @@ def _noise_conditional():
 
 
 def annealed_cases(cfg) -> list[Case]:
+    """``jax.vmap`` of ``sj.annealed_langevin`` over the chains (its docstring's advice for
+    many chains), jitted by the user (``scorejax``) or called unjitted as the experiments do
+    (``scorejax[vmap]``, which traces it again at each call)."""
     n, per_level = cfg["annealed_chains"], cfg["annealed_steps"]
     sigmas = sj.geometric_sigmas(3.0, 0.05, 10)
 
-    def scorejax_factory():
-        score_fn = _noise_conditional()
-        run_one = lambda key, x0: (
-            sj.annealed_langevin(
-                key, score_fn, x0, sigmas, step_size=1e-4, num_steps_per_level=per_level
-            ).state.x
-        )
-        fn = lambda key, x0: jax.vmap(run_one)(jax.random.split(key, n), x0)
-        return jax_prepared(fn, jax.random.key(0), jnp.zeros((n, 2)), options=sj.compiler_options())
+    def scorejax_factory(user_jit):
+        def factory():
+            score_fn = _noise_conditional()
+            one = lambda key, x0: (
+                sj.annealed_langevin(
+                    key, score_fn, x0, sigmas, step_size=1e-4, num_steps_per_level=per_level
+                ).state.x
+            )
+            many = lambda key, x0: jax.vmap(one)(jax.random.split(key, n), x0)
+            many = jax.jit(many) if user_jit else many
+            key, x0 = _key(), jnp.zeros((n, 2))
+            return user_call(lambda: many(key, x0))
+
+        return factory
 
     impls = {
-        "scorejax": scorejax_factory,
+        "scorejax": scorejax_factory(user_jit=True),
+        "scorejax[vmap]": scorejax_factory(user_jit=False),
         "torch_eager": _torch(torch_ref.annealed, np.asarray(sigmas), n, per_level, 1e-4),
     }
     return [Case("annealed", f"{n} chains x 10 levels x {per_level} steps", "chain-steps/s",
@@ -348,16 +463,12 @@ def _mcmc_cases(cfg, which: str) -> list[Case]:
     step_size, leapfrog = (0.05, 1) if which == "mala" else (0.1, 5)
 
     def scorejax_factory():
-        try:
-            from scorejax.samplers import mcmc
-        except ImportError as err:
-            raise Skip(f"scorejax.samplers.mcmc is not available ({err})") from err
         if which == "mala":
-            sampler = mcmc.mala(energy_fn, step_size)
+            sampler = sj.mala(energy_fn, step_size)
         else:
-            sampler = mcmc.hmc(energy_fn, step_size, leapfrog)
-        fn = lambda key, x0: sj.run_chains(key, sampler, x0, steps).state.x
-        return jax_prepared(fn, jax.random.key(0), jnp.zeros((n, 2)), options=sj.compiler_options())
+            sampler = sj.hmc(energy_fn, step_size, leapfrog)
+        key, x0 = _key(), jnp.zeros((n, 2))
+        return user_call(lambda: sj.run_chains(key, sampler, x0, steps).state.x)
 
     def blackjax_factory():
         try:
@@ -378,54 +489,42 @@ def _mcmc_cases(cfg, which: str) -> list[Case]:
             return jax.lax.scan(body, state, jax.random.split(key, steps))[0].position
 
         fn = lambda key, x0: jax.vmap(one_chain)(jax.random.split(key, n), x0)
-        return jax_prepared(fn, jax.random.key(0), jnp.zeros((n, 2)))
+        return jax_prepared(fn, _key(), jnp.zeros((n, 2)))
 
     impls = {"scorejax": scorejax_factory, "blackjax": blackjax_factory}
     return [Case(which, f"{n} chains x {steps} steps", "chain-steps/s", n * steps, impls,
                  notes={"leapfrog": leapfrog})]  # fmt: skip
 
 
-def mcmc_cases(cfg) -> list[Case]:
-    return _mcmc_cases(cfg, "mala") + _mcmc_cases(cfg, "hmc")
-
-
-def _fit_factory(loss_fn, params, batch_fn, num_steps, options=None):
-    """``fit`` as a user calls it, or with ``options``: fit's own compiled loop built with
-    those XLA options instead of fit's (``scorejax[ynn_dots]``: the samplers' options, so the
-    row measures what the training options, YNNPACK off, gain in the same run)."""
+def _fit_factory(loss_fn, params, batch_fn, num_steps, plain_jit=False):
+    """``sj.fit`` as a user calls it, all ``num_steps`` in one compiled call, continuing from
+    the previous call's state (fit donates it)."""
 
     def factory():
         optimizer = optax.adam(1e-3)
         train_step = sj.make_train_step(loss_fn, optimizer)
-        holder = [sj.init_train_state(jax.tree_util.tree_map(jnp.copy, params), optimizer)]
+        holder = [sj.init_train_state(params, optimizer)]
         key = jax.random.key(1)
-        if options is None:
 
-            def call():
-                holder[0], _ = sj.fit(
-                    train_step, holder[0], key, batch_fn, num_steps=num_steps,
-                    steps_per_call=num_steps, progress=False,
-                )  # fmt: skip
-                return jax.block_until_ready(holder[0].params)
+        def run():
+            holder[0], _ = sj.fit(train_step, holder[0], key, batch_fn, num_steps=num_steps,
+                                  steps_per_call=num_steps, progress=False)  # fmt: skip
+            return holder[0].params
 
-            return Prepared(call)
-        batches = jax.tree_util.Partial(batch_fn)
-        start = time.perf_counter()
-        loop = jax.jit(
-            training._scan_steps.__wrapped__,
-            static_argnames=("train_step", "num_steps", "unroll"), donate_argnums=(0,),
-        ).lower(holder[0], key, batches, train_step=train_step, num_steps=num_steps)  # fmt: skip
-        loop = loop.compile(options)
-        compile_s = time.perf_counter() - start
-
-        def call():
-            holder[0], metrics = loop(holder[0], key, batches)
-            jax.device_get(metrics)  # as fit copies the metrics to the host
-            return jax.block_until_ready(holder[0].params)
-
-        return Prepared(call, compile_s)
+        return user_call(run, plain_jit)
 
     return factory
+
+
+def _train_impls(loss_fn, params, batch_fn, batch, steps, mixture_np, **torch_kwargs):
+    """fit, fit with plain jit (at batch 512), and torch's training loop."""
+    impls = {"scorejax": _fit_factory(loss_fn, params, batch_fn, steps)}
+    if batch == 512:
+        impls["scorejax[plain_jit]"] = _fit_factory(loss_fn, params, batch_fn, steps,
+                                                    plain_jit=True)  # fmt: skip
+    impls.update(_torch_both("torch_eager", torch_ref.train, mixture_np, batch, steps,
+                             **torch_kwargs))  # fmt: skip
+    return impls
 
 
 def train_cases(cfg) -> list[Case]:
@@ -437,26 +536,15 @@ def train_cases(cfg) -> list[Case]:
         model = sj.nets.MLPScore(hidden=(128, 128))
         params = model.init(jax.random.key(0), jnp.zeros(2))
         loss = partial(sj.dsm_loss, score_fn=sj.nets.apply_fn(model), sigma=0.1)
-        impls = {
-            "scorejax": _fit_factory(loss, params, batch_fn, steps),
-            "scorejax[ynn_dots]": _fit_factory(
-                loss, params, batch_fn, steps, options=sj.compiler_options()
-            ),
-            **_torch_both("torch_eager", torch_ref.train, mixture_np, batch, steps, sigma=0.1),
-        }
+        impls = _train_impls(loss, params, batch_fn, batch, steps, mixture_np, sigma=0.1)
         cases.append(Case("dsm_train", f"batch {batch} x {steps} steps", "steps/s", steps,
                           impls))  # fmt: skip
         sigmas = sj.geometric_sigmas(3.0, 0.05, 10)
         ncsn = sj.nets.NoiseConditionalMLP(hidden=(128, 128))
         ncsn_params = ncsn.init(jax.random.key(0), jnp.zeros(2), 1.0)
         ncsn_loss = partial(sj.ncsn_loss, score_fn=sj.nets.apply_fn(ncsn), sigmas=sigmas)
-        impls = {
-            "scorejax": _fit_factory(ncsn_loss, ncsn_params, batch_fn, steps),
-            "scorejax[ynn_dots]": _fit_factory(ncsn_loss, ncsn_params, batch_fn, steps,
-                                               options=sj.compiler_options()),
-            **_torch_both("torch_eager", torch_ref.train, mixture_np, batch, steps,
-                          sigmas=np.asarray(sigmas)),
-        }  # fmt: skip
+        impls = _train_impls(ncsn_loss, ncsn_params, batch_fn, batch, steps, mixture_np,
+                             sigmas=np.asarray(sigmas))  # fmt: skip
         cases.append(Case("ncsn_train", f"batch {batch} x {steps} steps", "steps/s", steps,
                           impls))  # fmt: skip
     return cases
@@ -504,15 +592,26 @@ def sm_cost_cases(cfg) -> list[Case]:
     return cases
 
 
-def all_cases(quick: bool) -> list[Case]:
+# problem name -> its cases, built only when the problem is run
+CASES = {
+    "normals": lambda cfg, quick: normals_cases(cfg),
+    "ula_mixture": lambda cfg, quick: ula_mixture_cases(cfg),
+    "ula_mlp": ula_mlp_cases,
+    "double_well": lambda cfg, quick: double_well_cases(cfg),
+    "annealed": lambda cfg, quick: annealed_cases(cfg),
+    "mala": lambda cfg, quick: _mcmc_cases(cfg, "mala"),
+    "hmc": lambda cfg, quick: _mcmc_cases(cfg, "hmc"),
+    "train": lambda cfg, quick: train_cases(cfg),
+    "sm_cost": lambda cfg, quick: sm_cost_cases(cfg),
+}
+
+
+def all_cases(quick: bool, only=()) -> list[Case]:
+    """Every case, or those of the problems named in ``only`` (built lazily, in order)."""
     cfg = sizes(quick)
-    return (
-        normals_cases(cfg)
-        + ula_mixture_cases(cfg)
-        + ula_mlp_cases(cfg, quick)
-        + double_well_cases(cfg)
-        + annealed_cases(cfg)
-        + mcmc_cases(cfg)
-        + train_cases(cfg)
-        + sm_cost_cases(cfg)
-    )
+    cases = []
+    for group, build in CASES.items():
+        wanted = {"dsm_train", "ncsn_train"} if group == "train" else {group}
+        if not only or wanted & set(only):
+            cases += [c for c in build(cfg, quick) if not only or c.problem in only]
+    return cases

@@ -239,8 +239,18 @@ def train(mixture, batch_size, num_steps, sigma=None, sigmas=None, ema_decay=0.9
     return call
 
 
+def threaded(num_threads, builder, *args, **kwargs):
+    """``builder(*args, **kwargs)`` with torch's intra-op thread pool set to ``num_threads``
+    first (``torch.set_num_threads``), for a worker process of its own."""
+    _require()
+    torch.set_num_threads(num_threads)
+    if torch.get_num_threads() != num_threads:
+        raise Skip(f"torch runs {torch.get_num_threads()} threads, not {num_threads}")
+    return builder(*args, **kwargs)
+
+
 def describe() -> dict:
-    """Version and threads, for the report."""
+    """Version and default thread count, for the report."""
     if torch is None:
         return {"torch": None}
-    return {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    return {"torch": torch.__version__, "torch_default_threads": torch.get_num_threads()}
