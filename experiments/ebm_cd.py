@@ -6,6 +6,8 @@ through its score -grad E) on two Gaussians, rings and 8 Gaussians. Each learned
 normalised by quadrature over the box [-lim, lim]^2 (``log_partition_quadrature``), so the
 test NLL -log p(x) = E(x) + log Z is exact up to the quadrature error (the density is that
 of the model restricted to the box). The true NLL of the data law is the floor.
+``main`` returns the NLL table and per-run metrics; ``report`` writes nll_table.md,
+metrics.json and the figures into results/ebm_cd/ (results/smoke/ebm_cd/ with --smoke).
 
     python -m experiments.ebm_cd            # ~3-5 min on 2 CPU cores
     python -m experiments.ebm_cd --smoke
@@ -22,7 +24,15 @@ import optax
 from jax.scipy.special import i0e, logsumexp
 
 import scorejax as sj
-from experiments.common import Timer, markdown_table, output_dir, parse_config, write_json
+from experiments.common import (
+    Timer,
+    draw_density,
+    markdown_table,
+    on_grid,
+    output_dir,
+    parse_config,
+    write_metrics,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +63,7 @@ class Config:
 
 SMOKE = dict(
     datasets=("two_gaussians",),
-    methods=("cd10", "pcd"),
+    methods=("cd1", "pcd", "dsm"),  # CD-10 runs CD-1's code with more steps
     num_steps=20,
     batch_size=64,
     hidden=(16,),
@@ -91,9 +101,14 @@ def true_log_prob(name):
     return target[name]().log_prob
 
 
-def train(cfg, name, method, key):
+def make_energy(cfg):
+    """(module, energy_fn): built once per run, so the functions below that take
+    ``energy_fn`` compile once for every learned energy (their params are data)."""
     model = sj.nets.MLPEnergy(hidden=cfg.hidden)
-    energy_fn = sj.nets.apply_fn(model)
+    return model, sj.nets.apply_fn(model)
+
+
+def train(cfg, model, energy_fn, name, method, key):
     key_init, key_buffer, key_fit = jax.random.split(key, 3)
     params = model.init(key_init, jnp.zeros(2))
     optimizer = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adam(cfg.learning_rate))
@@ -113,7 +128,7 @@ def train(cfg, name, method, key):
         )  # fmt: skip
         extra = sj.replay_init(key_buffer, noise_fn, cfg.buffer_size)
     elif method == "dsm":
-        loss = partial(sj.dsm_loss, score_fn=sj.score_from_energy(energy_fn), sigma=cfg.dsm_sigma)
+        loss = partial(sj.dsm_loss, score_fn=score_fn, sigma=cfg.dsm_sigma)
         train_step = sj.make_train_step(loss, optimizer)
     else:
         raise ValueError(f"unknown method {method!r}")
@@ -123,20 +138,19 @@ def train(cfg, name, method, key):
         train_step, state, key_fit, batch_fn, num_steps=cfg.num_steps,
         steps_per_call=min(200, cfg.num_steps), description=f"{name}/{method}",
     )  # fmt: skip
-    return energy_fn, state.params, history
+    return state.params, history
 
 
-def evaluate(cfg, energy_fn, params, test):
+def nll_by_quadrature(energy_fn, params, test, lim, num_points):
+    """Mean E(x) over ``test`` + log Z, log Z by quadrature over [-lim, lim]^2."""
     e = partial(energy_fn, params)
-    log_z = sj.log_partition_quadrature(
-        e, (-cfg.lim, -cfg.lim), (cfg.lim, cfg.lim), cfg.quadrature_points
-    )
+    log_z = sj.log_partition_quadrature(e, (-lim, -lim), (lim, lim), num_points)
     return float(jnp.mean(jax.vmap(e)(test)) + log_z)
 
 
-def draw_samples(cfg, energy_fn, params, key):
-    e = partial(energy_fn, params)
-    sampler = sj.ula(lambda x: -jax.grad(e)(x), cfg.step_size)
+def draw_samples(cfg, score_fn, params, key):
+    """ULA chains from uniform noise on the box under the learned energy's score."""
+    sampler = sj.ula(partial(score_fn, params), cfg.step_size)
     key_x0, key_run = jax.random.split(key)
     x0 = sj.uniform_noise(-cfg.lim, cfg.lim, (2,))(key_x0, cfg.num_sample_chains)
     result = sj.run_chains(key_run, sampler, x0, cfg.num_sample_steps)
@@ -144,9 +158,59 @@ def draw_samples(cfg, energy_fn, params, key):
 
 
 def main(cfg: Config) -> dict:
-    out = output_dir(cfg)
+    """Train every method on every dataset; exact test NLL by quadrature; samples by ULA.
+
+    Returns ``nll`` (the table: one row per dataset, a column per method and the data
+    law's own NLL), ``runs`` (per dataset/method: test and true NLL, seconds, diverged
+    fraction, final loss), ``seconds``, ``config``, and under ``arrays`` the energies on a
+    grid (true and learned), the samples, the test points shown and the loss curves.
+    """
     key = jax.random.key(cfg.seed)
+    model, energy_fn = make_energy(cfg)
+    score_fn = sj.score_from_energy(energy_fn)
     results, rows = {}, []
+    arrays = {"true_energy": {}, "energy": {}, "samples": {}, "test": {}, "loss": {}}
+    with Timer() as total:
+        for name in cfg.datasets:
+            key, key_test = jax.random.split(key)
+            test = SAMPLERS[name](key_test, cfg.num_test)
+            true_nll = float(-jnp.mean(jax.vmap(true_log_prob(name))(test)))
+            row = {"dataset": name, "true": true_nll}
+            arrays["true_energy"][name] = on_grid(lambda x: -true_log_prob(name)(x), cfg.lim, 150)
+            arrays["test"][name] = np.asarray(test[:1000])
+            for method in cfg.methods:
+                key, key_train, key_sample = jax.random.split(key, 3)
+                with Timer(f"{name}/{method}") as t:
+                    params, history = train(cfg, model, energy_fn, name, method, key_train)
+                    nll = nll_by_quadrature(energy_fn, params, test, cfg.lim, cfg.quadrature_points)
+                    samples = draw_samples(cfg, score_fn, params, key_sample)
+                diverged = float(np.mean(history.get("diverged", np.zeros(1))))
+                row[method] = nll
+                results[f"{name}/{method}"] = {
+                    "test_nll": nll, "true_nll": true_nll, "seconds": t.seconds,
+                    "diverged_fraction": diverged,
+                    "final_loss": float(np.mean(history["loss"][-50:])),
+                }  # fmt: skip
+                arrays["loss"][f"{name}/{method}"] = history["loss"]
+                arrays["energy"][f"{name}/{method}"] = on_grid(
+                    partial(energy_fn, params), cfg.lim, 150
+                )
+                arrays["samples"][f"{name}/{method}"] = samples
+            rows.append(row)
+    return {
+        "nll": rows,
+        "runs": results,
+        "seconds": total.seconds,
+        "config": dataclasses.asdict(cfg),
+        "arrays": arrays,
+    }
+
+
+def report(results: dict, cfg: Config) -> None:
+    """Write energy_landscapes.png, samples.png, loss_curves.png, nll_table.md and
+    metrics.json; print the table."""
+    out = output_dir(cfg)
+    arrays, runs = results["arrays"], results["runs"]
     fig_e, axes_e = plt.subplots(
         len(cfg.datasets), len(cfg.methods) + 1, figsize=(3 * (len(cfg.methods) + 1),
         3 * len(cfg.datasets)), squeeze=False,
@@ -155,53 +219,33 @@ def main(cfg: Config) -> dict:
         len(cfg.datasets), len(cfg.methods), figsize=(3 * len(cfg.methods),
         3 * len(cfg.datasets)), squeeze=False,
     )  # fmt: skip
-    curves = {}
-    with Timer() as total:
-        for i, name in enumerate(cfg.datasets):
-            key, key_test = jax.random.split(key)
-            test = SAMPLERS[name](key_test, cfg.num_test)
-            true_nll = float(-jnp.mean(jax.vmap(true_log_prob(name))(test)))
-            row = {"dataset": name, "true": true_nll}
-            sj.plot.energy_landscape(axes_e[i, 0], lambda x: -true_log_prob(name)(x), cfg.lim)
-            axes_e[i, 0].set_title(f"{name}: true")
-            for j, method in enumerate(cfg.methods):
-                key, key_train, key_sample = jax.random.split(key, 3)
-                with Timer() as t:
-                    energy_fn, params, history = train(cfg, name, method, key_train)
-                nll = evaluate(cfg, energy_fn, params, test)
-                diverged = float(np.mean(history.get("diverged", np.zeros(1))))
-                row[method] = nll
-                results[f"{name}/{method}"] = {
-                    "test_nll": nll, "true_nll": true_nll, "seconds": t.seconds,
-                    "diverged_fraction": diverged,
-                    "final_loss": float(np.mean(history["loss"][-50:])),
-                }  # fmt: skip
-                curves[f"{name}/{method}"] = history["loss"]
-                sj.plot.energy_landscape(axes_e[i, j + 1], partial(energy_fn, params), cfg.lim)
-                axes_e[i, j + 1].set_title(f"{method}: NLL {nll:.3f}")
-                samples = draw_samples(cfg, energy_fn, params, key_sample)
-                sj.plot.samples(axes_s[i, j], samples, test[:1000], lim=cfg.lim)
-                axes_s[i, j].set_title(f"{name}: {method}")
-            rows.append(row)
+    for i, name in enumerate(cfg.datasets):
+        draw_density(axes_e[i, 0], arrays["true_energy"][name], cfg.lim)
+        axes_e[i, 0].set_title(f"{name}: true")
+        for j, method in enumerate(cfg.methods):
+            run = f"{name}/{method}"
+            draw_density(axes_e[i, j + 1], arrays["energy"][run], cfg.lim)
+            axes_e[i, j + 1].set_title(f"{method}: NLL {runs[run]['test_nll']:.3f}")
+            sj.plot.samples(axes_s[i, j], arrays["samples"][run], arrays["test"][name], lim=cfg.lim)
+            axes_s[i, j].set_title(f"{name}: {method}")
     sj.plot.save(fig_e, out / "energy_landscapes.png")
     sj.plot.save(fig_s, out / "samples.png")
     fig, axes = plt.subplots(1, len(cfg.methods), figsize=(4 * len(cfg.methods), 3), squeeze=False)
     for j, method in enumerate(cfg.methods):
         for name in cfg.datasets:
-            axes[0, j].plot(curves[f"{name}/{method}"], lw=0.5, label=name)
+            axes[0, j].plot(arrays["loss"][f"{name}/{method}"], lw=0.5, label=name)
         axes[0, j].set_title(method)
         axes[0, j].legend()
     sj.plot.save(fig, out / "loss_curves.png")
-    table = markdown_table(rows, ["dataset", "true", *cfg.methods], fmt="{:.3f}")
+    table = markdown_table(results["nll"], ["dataset", "true", *cfg.methods], fmt="{:.3f}")
     (out / "nll_table.md").write_text(
         "Exact test NLL (nats, lower is better; 'true' is the data law's own NLL)\n\n" + table
     )
-    metrics = {"nll": rows, "runs": results, "seconds": total.seconds, "config": cfg.__dict__}
-    write_json(out / "metrics.json", metrics)
+    write_metrics(out, results)
     print(table)
-    print(f"total {total.seconds:.0f} s")
-    return metrics
+    print(f"total {results['seconds']:.0f} s")
 
 
 if __name__ == "__main__":
-    main(parse_config(Config, SMOKE))
+    cfg = parse_config(Config, SMOKE)
+    report(main(cfg), cfg)

@@ -15,6 +15,9 @@ AUROC table with -E as the score (held-out digits against uniform noise and agai
 flipped / inverted digits: "relative likelihood without Z"), and denoising a corrupted
 digit by energy descent.
 
+``main`` returns the metrics and the images; ``report`` writes the figures, the two tables
+and metrics.json into results/ebm_images/ (results/smoke/ebm_images/ with --smoke).
+
     python -m experiments.ebm_images            # digits, about 19 minutes on 2 CPU cores
     python -m experiments.ebm_images --dataset mnist
     python -m experiments.ebm_images --smoke
@@ -31,7 +34,7 @@ import optax
 from tqdm.auto import tqdm
 
 import scorejax as sj
-from experiments.common import Timer, markdown_table, output_dir, parse_config, write_json
+from experiments.common import Timer, markdown_table, output_dir, parse_config, write_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,12 +63,12 @@ class Config:
 
 
 SMOKE = dict(
-    widths=(4, 8),
+    widths=(4,),
     num_steps=3,
     batch_size=16,
     num_mcmc_steps=2,
     buffer_size=64,
-    long_run_steps=4,
+    long_run_steps=2,  # as many as the short run's: one compiled chain serves both
     denoise_steps=3,
     num_ood=32,
 )
@@ -90,20 +93,20 @@ def langevin_sampler(cfg, energy_fn):
     return make_sampler
 
 
+@partial(jax.jit, static_argnames=("cfg", "energy_fn", "num_steps"))
+def _chain_steps(params, key, x0, *, cfg, energy_fn, num_steps):
+    sampler = langevin_sampler(cfg, energy_fn)(params)
+    return sj.run_chains(key, sampler, x0, num_steps, unroll=num_steps).state.x
+
+
 def chains(cfg, energy_fn, params, key, x0, num_steps):
     """num_steps decoupled-Langevin moves from x0 (batched), fully unrolled (fast on CPU)."""
-
-    @partial(jax.jit, static_argnums=3)
-    def go(params, key, x0, num_steps):
-        sampler = langevin_sampler(cfg, energy_fn)(params)
-        return sj.run_chains(key, sampler, x0, num_steps, unroll=num_steps).state.x
-
     # chunks of 20 unrolled steps keep the compile small
     done = 0
     while done < num_steps:
         k = min(20, num_steps - done)
         key, sub = jax.random.split(key)
-        x0 = go(params, sub, x0, k)
+        x0 = _chain_steps(params, sub, x0, cfg=cfg, energy_fn=energy_fn, num_steps=k)
         done += k
     return x0
 
@@ -148,7 +151,13 @@ def recognisability(data, sample_sets: dict, threshold: float = 0.9) -> tuple[li
 
 
 def main(cfg: Config) -> dict:
-    out = output_dir(cfg)
+    """Train the image EBM by PCD, then sample it, score the samples, detect OOD, denoise.
+
+    Returns the metrics (``dataset``, ``auroc`` per out-of-distribution set,
+    ``sample_quality`` per image set, ``classifier_accuracy``, the denoising MSE before and
+    after, ``train_seconds``, ``diverged_fraction``, the final energies, ``config``) and,
+    under ``arrays``, the image sets shown, the training curves and the denoising rows.
+    """
     data = load(cfg)
     shape = tuple(data.train_images.shape[1:])
     key = jax.random.key(cfg.seed)
@@ -176,7 +185,7 @@ def main(cfg: Config) -> dict:
     history: dict[str, list] = {}
     # a Python loop over one jitted step: XLA:CPU runs convolutions inside a scan body
     # several times slower, so fit's K-steps-per-call scan does not pay off here
-    with Timer() as timer:
+    with Timer("PCD training") as timer:
         for _ in (bar := tqdm(range(cfg.num_steps), desc="PCD", leave=False)):
             key, key_batch, key_step = jax.random.split(key, 3)
             state, metrics = train_step(state, key_step, batch_fn(key_batch))
@@ -192,45 +201,19 @@ def main(cfg: Config) -> dict:
     # run on for long_run_steps more (are the buffer's digits stable under the model?)
     key, key_short, key_long, key_noise = jax.random.split(key, 4)
     x_noise = noise_fn(key_noise, cfg.num_ood)
-    short = chains(cfg, energy_fn, params, key_short, x_noise, cfg.num_mcmc_steps)
-    buffer = state.extra.x[: cfg.num_ood]
-    long = chains(cfg, energy_fn, params, key_long, buffer, cfg.long_run_steps)
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4.5))
-    for ax, images, title in zip(
-        axes,
-        (data.test_images[:40], buffer, short, long),
-        ("data", "replay buffer (persistent chains)",
-         f"short run: {cfg.num_mcmc_steps} steps from noise",
-         f"long run: buffer + {cfg.long_run_steps} more steps"),
-        strict=True,
-    ):  # fmt: skip
-        sj.plot.image_grid(ax, images[:40], num_columns=8)
-        ax.set_title(title)
-    sj.plot.save(fig, out / "samples.png")
-    quality, accuracy = recognisability(
-        data,
-        {"test digits (ceiling)": data.test_images[: cfg.num_ood],
-         "uniform noise (floor)": x_noise,  # the short run's starting points
-         "replay buffer": buffer,
-         "short run from noise": short,
-         "long run": long},
-    )  # fmt: skip
-    quality_table = markdown_table(quality, fmt="{:.3f}")
-    (out / "sample_quality.md").write_text(
-        "How digit-like the samples are: a logistic-regression digit classifier's confidence "
-        "(see recognisability in experiments/ebm_images.py; its test accuracy is "
-        f"{accuracy:.3f})\n\n" + quality_table
-    )
-
-    # training curves
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
-    sj.plot.loss_curve(axes[0], history, "loss")
-    axes[1].plot(history["energy_pos"], lw=0.7, label="E(data)")
-    axes[1].plot(history["energy_neg"], lw=0.7, label="E(negatives)")
-    axes[1].legend()
-    axes[1].set_xlabel("step")
-    sj.plot.loss_curve(axes[2], history, "grad_norm")
-    sj.plot.save(fig, out / "training_curves.png")
+    with Timer("sampling"):
+        short = chains(cfg, energy_fn, params, key_short, x_noise, cfg.num_mcmc_steps)
+        buffer = state.extra.x[: cfg.num_ood]
+        long = chains(cfg, energy_fn, params, key_long, buffer, cfg.long_run_steps)
+    with Timer("sample quality (digit classifier)"):
+        quality, accuracy = recognisability(
+            data,
+            {"test digits (ceiling)": data.test_images[: cfg.num_ood],
+             "uniform noise (floor)": x_noise,  # the short run's starting points
+             "replay buffer": buffer,
+             "short run from noise": short,
+             "long run": long},
+        )  # fmt: skip
 
     # out-of-distribution detection with -E: no partition function needed
     test = data.test_images[: cfg.num_ood]
@@ -242,20 +225,11 @@ def main(cfg: Config) -> dict:
         "inverted digits (1 - x)": 1.0 - test,
     }
     score_in = -energies(test)
-    rows = []
-    for name, images in ood_sets.items():
-        value = float(sj.auroc(score_in, -energies(images)))
-        rows.append({"out-of-distribution set": name, "AUROC": value})
+    auroc = {
+        name: float(sj.auroc(score_in, -energies(images))) for name, images in ood_sets.items()
+    }
     train_score = -energies(data.train_images[: cfg.num_ood])
-    rows.append(
-        {"out-of-distribution set": "held-out vs training digits (0.5 = no overfit)",
-         "AUROC": float(sj.auroc(score_in, train_score))}
-    )  # fmt: skip
-    table = markdown_table(rows, fmt="{:.3f}")
-    (out / "ood_auroc.md").write_text(
-        f"OOD detection on {cfg.dataset}: AUROC of held-out test images (in) against each set "
-        "(out), score -E(x)\n\n" + table
-    )
+    auroc[HELD_OUT_VS_TRAINING] = float(sj.auroc(score_in, train_score))
 
     # denoising a corrupted digit by energy descent
     clean = data.test_images[:8]
@@ -263,35 +237,88 @@ def main(cfg: Config) -> dict:
     corrupted = jnp.clip(
         clean + cfg.corruption_noise * jax.random.normal(key_corrupt, clean.shape), 0.0, 1.0
     )
-    restored = denoise(energy_fn, params, corrupted, cfg.denoise_steps, cfg.denoise_step_size)
-    mse_before = float(jnp.mean((corrupted - clean) ** 2))
-    mse_after = float(jnp.mean((restored - clean) ** 2))
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    sj.plot.image_grid(ax, jnp.concatenate([clean, corrupted, restored]), num_columns=8)
-    ax.set_title(
-        f"rows: clean, corrupted (MSE {mse_before:.4f}), energy descent (MSE {mse_after:.4f})"
-    )
-    sj.plot.save(fig, out / "denoising.png")
+    with Timer("denoising"):
+        restored = denoise(energy_fn, params, corrupted, cfg.denoise_steps, cfg.denoise_step_size)
 
-    metrics = {
+    return {
         "dataset": cfg.dataset,
-        "auroc": {r["out-of-distribution set"]: r["AUROC"] for r in rows},
+        "auroc": auroc,
         "sample_quality": {r["images"]: r for r in quality},
         "classifier_accuracy": accuracy,
-        "denoise_mse_before": mse_before,
-        "denoise_mse_after": mse_after,
+        "denoise_mse_before": float(jnp.mean((corrupted - clean) ** 2)),
+        "denoise_mse_after": float(jnp.mean((restored - clean) ** 2)),
         "train_seconds": timer.seconds,
         "diverged_fraction": float(np.mean(history["diverged"])),
         "final_energy_pos": float(np.mean(history["energy_pos"][-50:])),
         "final_energy_neg": float(np.mean(history["energy_neg"][-50:])),
-        "config": cfg.__dict__,
+        "config": dataclasses.asdict(cfg),
+        "arrays": {
+            "data": np.asarray(data.test_images[:40]),
+            "buffer": np.asarray(buffer[:40]),
+            "short_run": np.asarray(short[:40]),
+            "long_run": np.asarray(long[:40]),
+            "history": history,
+            "denoising": np.asarray(jnp.concatenate([clean, corrupted, restored])),
+        },
     }
-    write_json(out / "metrics.json", metrics)
+
+
+HELD_OUT_VS_TRAINING = "held-out vs training digits (0.5 = no overfit)"
+
+
+def report(results: dict, cfg: Config) -> None:
+    """Write samples.png, training_curves.png, denoising.png, sample_quality.md,
+    ood_auroc.md and metrics.json; print the tables."""
+    out = output_dir(cfg)
+    arrays = results["arrays"]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4.5))
+    for ax, images, title in zip(
+        axes,
+        (arrays["data"], arrays["buffer"], arrays["short_run"], arrays["long_run"]),
+        ("data", "replay buffer (persistent chains)",
+         f"short run: {cfg.num_mcmc_steps} steps from noise",
+         f"long run: buffer + {cfg.long_run_steps} more steps"),
+        strict=True,
+    ):  # fmt: skip
+        sj.plot.image_grid(ax, images, num_columns=8)
+        ax.set_title(title)
+    sj.plot.save(fig, out / "samples.png")
+    quality_table = markdown_table(list(results["sample_quality"].values()), fmt="{:.3f}")
+    (out / "sample_quality.md").write_text(
+        "How digit-like the samples are: a logistic-regression digit classifier's confidence "
+        "(see recognisability in experiments/ebm_images.py; its test accuracy is "
+        f"{results['classifier_accuracy']:.3f})\n\n" + quality_table
+    )
+
+    history = arrays["history"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    sj.plot.loss_curve(axes[0], history, "loss")
+    axes[1].plot(history["energy_pos"], lw=0.7, label="E(data)")
+    axes[1].plot(history["energy_neg"], lw=0.7, label="E(negatives)")
+    axes[1].legend()
+    axes[1].set_xlabel("step")
+    sj.plot.loss_curve(axes[2], history, "grad_norm")
+    sj.plot.save(fig, out / "training_curves.png")
+
+    rows = [{"out-of-distribution set": k, "AUROC": v} for k, v in results["auroc"].items()]
+    table = markdown_table(rows, fmt="{:.3f}")
+    (out / "ood_auroc.md").write_text(
+        f"OOD detection on {cfg.dataset}: AUROC of held-out test images (in) against each set "
+        "(out), score -E(x)\n\n" + table
+    )
+
+    before, after = results["denoise_mse_before"], results["denoise_mse_after"]
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    sj.plot.image_grid(ax, arrays["denoising"], num_columns=8)
+    ax.set_title(f"rows: clean, corrupted (MSE {before:.4f}), energy descent (MSE {after:.4f})")
+    sj.plot.save(fig, out / "denoising.png")
+
+    write_metrics(out, results)
     print(table)
     print(quality_table)
-    print(f"denoising MSE {mse_before:.4f} -> {mse_after:.4f}; training {timer.seconds:.0f} s")
-    return metrics
+    print(f"denoising MSE {before:.4f} -> {after:.4f}; training {results['train_seconds']:.0f} s")
 
 
 if __name__ == "__main__":
-    main(parse_config(Config, SMOKE))
+    cfg = parse_config(Config, SMOKE)
+    report(main(cfg), cfg)

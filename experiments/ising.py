@@ -6,6 +6,9 @@ states) and Onsager's infinite-lattice curve, with MCSE error bars from the ESS.
 Part 2: Ising-prior denoising of a binary image corrupted by a binary symmetric channel,
 by ICM, annealed Gibbs (MAP) and the posterior-marginal mode (MPM) of Gibbs at beta = 1.
 
+``main`` returns both tables and the curves and pictures; ``report`` writes results.md,
+metrics.json and the two figures into results/ising/ (results/smoke/ising/ with --smoke).
+
     python -m experiments.ising [--smoke] [--lattice-size 32] [--flip-prob 0.15]
 """
 
@@ -17,7 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tqdm.auto import tqdm
 
-from experiments.common import Timer, markdown_table, output_dir, parse_config, write_json
+from experiments.common import Timer, markdown_table, output_dir, parse_config, write_metrics
 from scorejax import plot
 from scorejax.diagnostics import mcse
 from scorejax.ising import (
@@ -86,7 +89,9 @@ def observables(key, sampler, size, beta, cfg):
     )
 
 
-def phase_transition(key, cfg, out):
+def phase_transition(key, cfg):
+    """One row per temperature (Gibbs on 4 x 4 and L x L, exact 4 x 4, Onsager), and the
+    exact 4 x 4 and Onsager curves on a fine grid of temperatures."""
     # one sampler at beta = 1; each temperature is a schedule (data), so one compile per size
     sampler = checkerboard_gibbs(Ising(jnp.float32(1.0), jnp.float32(0.0), jnp.float32(1.0)))
     rows = []
@@ -118,15 +123,25 @@ def phase_transition(key, cfg, out):
     # exact 4 x 4 and Onsager curves on a fine grid
     grid = np.linspace(min(cfg.temperatures) * 0.9, max(cfg.temperatures) * 1.05, 200)
     exact = jax.vmap(lambda b: ising_enumerate(Ising(1.0, 0.0, b), 4))(jnp.asarray(1.0 / grid))
+    curves = {
+        "T": grid,
+        "exact_4x4_e": np.asarray(exact.energy_per_site),
+        "exact_4x4_abs_m": np.asarray(exact.abs_magnetisation),
+        "onsager_e": np.asarray(onsager_energy_per_site(1.0 / grid)),
+        "onsager_abs_m": np.asarray(onsager_magnetisation(1.0 / grid)),
+    }
+    return rows, curves
+
+
+def phase_figure(path, rows, curves, large):
+    """Energy per site and <|m|> against T: exact and Onsager curves, Gibbs with 3 MCSE bars."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     temps = np.array([r["T"] for r in rows])
-    large = cfg.lattice_size
-    for ax, name, exact_curve, onsager in (
-        (axes[0], "e", exact.energy_per_site, onsager_energy_per_site(1.0 / grid)),
-        (axes[1], "abs_m", exact.abs_magnetisation, onsager_magnetisation(1.0 / grid)),
-    ):
-        ax.plot(grid, np.asarray(exact_curve), "k-", lw=1, label="exact 4x4 (enumeration)")
-        ax.plot(grid, np.asarray(onsager), "k--", lw=1, label="Onsager (infinite lattice)")
+    for ax, name in zip(axes, ("e", "abs_m"), strict=True):
+        ax.plot(curves["T"], curves[f"exact_4x4_{name}"], "k-", lw=1,
+                label="exact 4x4 (enumeration)")  # fmt: skip
+        ax.plot(curves["T"], curves[f"onsager_{name}"], "k--", lw=1,
+                label="Onsager (infinite lattice)")  # fmt: skip
         ax.errorbar(temps, [r[f"gibbs_4x4_{name}"] for r in rows],
                     yerr=[3 * r[f"gibbs_4x4_{name}_mcse"] for r in rows],
                     fmt="o", ms=4, label="Gibbs 4x4")  # fmt: skip
@@ -137,8 +152,7 @@ def phase_transition(key, cfg, out):
         ax.set_xlabel("temperature T = 1/beta")
         ax.set_ylabel("energy per site" if name == "e" else "<|m|>")
         ax.legend(fontsize=7)
-    plot.save(fig, out / "phase_transition.png")
-    return rows
+    plot.save(fig, path)
 
 
 def clean_image(size):
@@ -151,7 +165,11 @@ def clean_image(size):
     return jnp.asarray(np.where(disc | bar | ring, 1.0, -1.0), jnp.float32)
 
 
-def denoising(key, cfg, out):
+def denoising(key, cfg):
+    """Restore a noisy picture by ICM, annealed Gibbs and the Gibbs marginal mode.
+
+    Returns the rows (pixel error and posterior energy per method), the likelihood's field
+    strength and the pictures (clean, noisy and restored)."""
     key_noise, key_anneal, key_mpm = jax.random.split(key, 3)
     clean = clean_image(cfg.image_size)
     noisy = flip_noise(key_noise, clean, cfg.flip_prob)
@@ -173,31 +191,49 @@ def denoising(key, cfg, out):
         }
         for name, x in restored.items()
     ]
-    fig, axes = plt.subplots(1, len(restored) + 1, figsize=(3 * (len(restored) + 1), 3.8))
-    for ax, (name, x) in zip(axes, [("clean", clean), *restored.items()], strict=True):
-        ax.imshow(np.asarray(x), cmap="gray", vmin=-1, vmax=1)
+    pictures = {"clean": np.asarray(clean)} | {k: np.asarray(v) for k, v in restored.items()}
+    return rows, field_strength, pictures
+
+
+def denoising_figure(path, pictures):
+    clean = pictures["clean"]
+    fig, axes = plt.subplots(1, len(pictures), figsize=(3 * len(pictures), 3.8))
+    for ax, (name, x) in zip(axes, pictures.items(), strict=True):
+        ax.imshow(x, cmap="gray", vmin=-1, vmax=1)
         error = float(pixel_error(x, clean))
         ax.set_title(f"{name}\nerror {error:.3%}", fontsize=8)
         ax.axis("off")
-    plot.save(fig, out / "denoising.png")
-    return rows, field_strength
+    plot.save(fig, path)
 
 
 def main(cfg: Config) -> dict:
-    out = output_dir(cfg)
+    """Both parts. Returns ``phase_transition`` and ``denoising`` (tables as lists of
+    rows), ``denoising_field_strength``, ``seconds``, ``config``, and under ``arrays`` the
+    exact and Onsager curves and the denoising pictures."""
     key_phase, key_denoise = jax.random.split(jax.random.key(cfg.seed))
     with Timer() as timer:
-        phase_rows = phase_transition(key_phase, cfg, out)
-        denoise_rows, field_strength = denoising(key_denoise, cfg, out)
-    metrics = {
+        with Timer("phase transition"):
+            phase_rows, curves = phase_transition(key_phase, cfg)
+        with Timer("denoising"):
+            denoise_rows, field_strength, pictures = denoising(key_denoise, cfg)
+    return {
         "config": dataclasses.asdict(cfg),
         "phase_transition": phase_rows,
         "denoising": denoise_rows,
         "denoising_field_strength": field_strength,
         "seconds": timer.seconds,
+        "arrays": {"curves": curves, "pictures": pictures},
     }
-    write_json(out / "metrics.json", metrics)
+
+
+def report(results: dict, cfg: Config) -> None:
+    """Write phase_transition.png, denoising.png, metrics.json and results.md; print them."""
+    out = output_dir(cfg)
+    phase_rows, denoise_rows = results["phase_transition"], results["denoising"]
     large = cfg.lattice_size
+    phase_figure(out / "phase_transition.png", phase_rows, results["arrays"]["curves"], large)
+    denoising_figure(out / "denoising.png", results["arrays"]["pictures"])
+    write_metrics(out, results)
     columns = ["T", "exact_4x4_e", "gibbs_4x4_e", "gibbs_4x4_e_mcse", "z_4x4", "exact_4x4_abs_m",
                "gibbs_4x4_abs_m", f"gibbs_{large}_e", f"gibbs_{large}_e_mcse", "onsager_e",
                f"gibbs_{large}_abs_m", "onsager_abs_m"]  # fmt: skip
@@ -205,13 +241,14 @@ def main(cfg: Config) -> dict:
         "## Energy per site and abs_m across the transition\n\n"
         + markdown_table(phase_rows, columns)
         + f"\n## Denoising ({cfg.image_size}x{cfg.image_size}, flip probability "
-        + f"{cfg.flip_prob}, J = {cfg.coupling}, eta = {field_strength:.3f})\n\n"
+        + f"{cfg.flip_prob}, J = {cfg.coupling}, "
+        + f"eta = {results['denoising_field_strength']:.3f})\n\n"
         + markdown_table(denoise_rows)
     )
     (out / "results.md").write_text(text)
     print(text)
-    return metrics
 
 
 if __name__ == "__main__":
-    main(parse_config(Config, SMOKE))
+    cfg = parse_config(Config, SMOKE)
+    report(main(cfg), cfg)

@@ -15,6 +15,9 @@ leapfrog step, PT 2 per replica per step (the kernel's step and its re-initialis
 after the swaps). Step sizes of MALA and HMC are tuned per barrier by dual averaging
 (Hoffman & Gelman 2014) toward 0.574 and 0.651; ULA uses a fixed small step.
 
+``main`` returns the rates, weights and tables; ``report`` writes metrics.json, table.md and
+the figures into results/mixing/ (results/smoke/mixing/ with --smoke).
+
     python -m experiments.mixing            # ~2-4 minutes on 2 CPU cores
     python -m experiments.mixing --smoke    # seconds, for the tests
 """
@@ -29,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 import scorejax as sj
-from experiments.common import Timer, markdown_table, output_dir, parse_config, write_json
+from experiments.common import Timer, markdown_table, output_dir, parse_config, write_metrics
 from scorejax.samplers import (
     HMC_TARGET_ACCEPTANCE,
     MALA_TARGET_ACCEPTANCE,
@@ -69,7 +72,9 @@ SMOKE = dict(
     num_chains=4,
     budget=1200,
     warmup_steps=60,
+    num_replicas=3,
     mixture_budget=1200,
+    mixture_replicas=3,
 )
 
 SAMPLERS = ("ULA", "MALA", "HMC", "PT")
@@ -215,8 +220,10 @@ def _rate_table(cfg, dw):
     return rows, rates
 
 
-def _figures(cfg, out, dw, rates, mix):
+def _figures(cfg, out, results):
     barriers = np.asarray(cfg.barriers)
+    rates = {n: np.asarray(r) for n, r in results["switching_rate_per_1000_gradients"].items()}
+    arrays, mix = results["arrays"], results["mixture_mode_weights"]
     fig, ax = plt.subplots(figsize=(5, 4))
     for name in SAMPLERS:
         r = np.where(rates[name] > 0, rates[name], np.nan)
@@ -231,8 +238,8 @@ def _figures(cfg, out, dw, rates, mix):
     b = len(barriers) - 1
     fig, axes = plt.subplots(len(SAMPLERS), 1, figsize=(7, 6), sharex=True, sharey=True)
     for ax, name in zip(axes, SAMPLERS, strict=True):
-        trace = dw[name]["trace"][b]
-        grads = np.arange(1, trace.size + 1) * dw[name]["per_step"]
+        trace = arrays["trace"][name][b]
+        grads = np.arange(1, trace.size + 1) * arrays["gradients_per_step"][name]
         ax.plot(grads, trace, lw=0.5)
         ax.set_ylabel(f"{name}\n$x_1$")
     axes[-1].set_xlabel("gradient evaluations")
@@ -249,20 +256,27 @@ def _figures(cfg, out, dw, rates, mix):
 
 
 def main(cfg: Config) -> dict:
-    out = output_dir(cfg)
+    """Run every sampler on every barrier and on the unequal mixture.
+
+    Returns the switching rates, switch counts, slopes, adapted step sizes, non-finite
+    counts, the mixture's mode weights and the run time (what metrics.json holds), the two
+    tables (``tables``) and, under ``arrays``, the first chain's x_1 trace per barrier and
+    the gradient evaluations per step of each sampler (for the figures).
+    """
     key = jax.random.key(cfg.seed)
     key_dw, key_mix = jax.random.split(key)
     with Timer() as timer:
-        dw = double_well(cfg, key_dw)
-        mix = mixture_weights(cfg, key_mix)
+        with Timer("double well"):
+            dw = double_well(cfg, key_dw)
+        with Timer("unequal mixture"):
+            mix = mixture_weights(cfg, key_mix)
     rate_rows, rates = _rate_table(cfg, dw)
     mix_rows = [{"sampler": "exact", "light mode": 0.2, "heavy mode": 0.8}]
     mix_rows += [
         {"sampler": n, "light mode": mix[n]["light_weight"], "heavy mode": mix[n]["heavy_weight"]}
         for n in SAMPLERS
     ]
-    _figures(cfg, out, dw, rates, mix)
-    metrics = {
+    return {
         "config": dataclasses.asdict(cfg),
         "switching_rate_per_1000_gradients": {n: rates[n] for n in SAMPLERS},
         "switch_counts": {n: dw[n]["switches"].sum(axis=1) for n in SAMPLERS},
@@ -273,18 +287,29 @@ def main(cfg: Config) -> dict:
         "nonfinite": {n: dw[n]["nonfinite"] for n in SAMPLERS},
         "mixture_mode_weights": {n: mix[n] for n in SAMPLERS},
         "seconds": timer.seconds,
+        "tables": {"switching_rate": rate_rows, "mixture_mode_weights": mix_rows},
+        "arrays": {
+            "trace": {n: dw[n]["trace"] for n in SAMPLERS},
+            "gradients_per_step": {n: dw[n]["per_step"] for n in SAMPLERS},
+        },
     }
-    write_json(out / "metrics.json", metrics)
+
+
+def report(results: dict, cfg: Config) -> None:
+    """Write metrics.json, table.md and the three figures; print the tables."""
+    out = output_dir(cfg)
+    _figures(cfg, out, results)
+    write_metrics(out, results)
     text = (
         "## Well switches per 1000 gradient evaluations (double well)\n\n"
-        + markdown_table(rate_rows)
+        + markdown_table(results["tables"]["switching_rate"])
         + "\n## Mode weights on the unequal mixture (fixed budget)\n\n"
-        + markdown_table(mix_rows, fmt="{:.3f}")
+        + markdown_table(results["tables"]["mixture_mode_weights"], fmt="{:.3f}")
     )
     (out / "table.md").write_text(text)
     print(text)
-    return metrics
 
 
 if __name__ == "__main__":
-    main(parse_config(Config, SMOKE))
+    cfg = parse_config(Config, SMOKE)
+    report(main(cfg), cfg)

@@ -7,7 +7,8 @@ learned energies (MLPEnergy trained by denoising score matching on samples of ea
 through the same ``product_of_experts`` / ``mixture_of_experts`` seam. Samples are drawn
 with ULA; log Z by quadrature; sample quality by MMD against exact samples of the
 analytic composition (the product of Gaussians is a Gaussian; the mixture is a
-GaussianMixture).
+GaussianMixture). ``main`` returns the table; ``report`` writes results.md, metrics.json and
+and_or.png into results/product_of_experts/ (results/smoke/product_of_experts/ with --smoke).
 
     python -m experiments.product_of_experts [--smoke]
 """
@@ -21,8 +22,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-from experiments.common import Timer, markdown_table, output_dir, parse_config, write_json
-from scorejax import metrics, plot
+from experiments.common import (
+    Timer,
+    draw_density,
+    jit_mmd,
+    markdown_table,
+    on_grid,
+    output_dir,
+    parse_config,
+    write_metrics,
+)
+from scorejax import plot
 from scorejax.energies import Gaussian, GaussianMixture, mixture_of_experts, product_of_experts
 from scorejax.losses import dsm_loss
 from scorejax.nets import MLPEnergy, apply_fn
@@ -109,7 +119,13 @@ def sample(key, cfg, energy_fn, params):
 
 
 def main(cfg: Config) -> dict:
-    out = output_dir(cfg)
+    """Compose analytic and learned experts; log Z by quadrature; samples by ULA.
+
+    Returns ``compositions`` (one row per (experts, composition): log Z by quadrature and
+    exact, MMD to exact samples and its noise floor, moments), ``learned_expert_log_z``,
+    ``train_seconds``, ``config``, and under ``arrays`` the energies of every expert and
+    composition on the figure's grid and the first 300 samples of each composition.
+    """
     keys = iter(jax.random.split(jax.random.key(cfg.seed), 16))
     horizontal, vertical = experts(cfg)
     product, mixture = exact_compositions(cfg)
@@ -128,7 +144,7 @@ def main(cfg: Config) -> dict:
     # normalised by quadrature, so log Z of the learned AND is comparable with the exact one
     net = MLPEnergy(hidden=(64, 64))
     learned = apply_fn(net)
-    with Timer() as train_timer:
+    with Timer("train the experts") as train_timer:
         learned_params = train_experts(next(keys), cfg, (horizontal, vertical), net)
     log_z_learned = [quadrature(partial(learned, p)) for p in learned_params]
     normalised = [
@@ -150,57 +166,70 @@ def main(cfg: Config) -> dict:
     reference = {name: target.sample(next(keys), cfg.num_chains) for name, target in
                  (("AND", product), ("OR", mixture))}  # fmt: skip
     floor = {
-        name: float(metrics.mmd(reference[name], target.sample(next(keys), cfg.num_chains)))
+        name: float(jit_mmd(reference[name], target.sample(next(keys), cfg.num_chains)))
         for name, target in (("AND", product), ("OR", mixture))
     }
-    rows, samples = [], {}
+    rows, samples, energies = [], {}, {}
     for (kind, name), (energy_fn, params, _) in compositions.items():
-        x = sample(next(keys), cfg, energy_fn, params)
-        samples[kind, name] = x
-        row = {
-            "experts": kind,
-            "composition": name,
-            "log_z_quadrature": quadrature(partial(energy_fn, params)),
-            "log_z_exact_analytic": exact_log_z[name],
-            "mmd_to_exact": float(metrics.mmd(x, reference[name])),
-            "mmd_noise_floor": floor[name],
-            "mean_x": float(jnp.mean(x[:, 0])),
-            "var_x": float(jnp.var(x[:, 0])),
-            "var_x_exact": float(jnp.var(reference[name][:, 0])),
-        }
+        with Timer(f"{kind} {name}"):
+            x = sample(next(keys), cfg, energy_fn, params)
+            row = {
+                "experts": kind,
+                "composition": name,
+                "log_z_quadrature": quadrature(partial(energy_fn, params)),
+                "log_z_exact_analytic": exact_log_z[name],
+                "mmd_to_exact": float(jit_mmd(x, reference[name])),
+                "mmd_noise_floor": floor[name],
+                "mean_x": float(jnp.mean(x[:, 0])),
+                "var_x": float(jnp.var(x[:, 0])),
+                "var_x_exact": float(jnp.var(reference[name][:, 0])),
+            }
         rows.append(row)
-
-    fig, axes = plt.subplots(2, 4, figsize=(15, 7.6))
-    for row_axes, kind, params, single in (
-        (axes[0], "analytic", analytic_params, Gaussian.energy),
-        (axes[1], "learned", learned_params, learned),
+        samples[f"{kind} {name}"] = np.asarray(x[:300])
+        energies[f"{kind} {name}"] = on_grid(partial(energy_fn, params), LIM, 150)
+    for kind, params, single in (
+        ("analytic", analytic_params, Gaussian.energy),
+        ("learned", learned_params, learned),
     ):
-        for ax, index in zip(row_axes[:2], (0, 1), strict=True):
-            plot.energy_landscape(ax, partial(single, params[index]), lim=LIM)
-            ax.set_title(f"{kind} expert {index + 1}")
+        for index in (0, 1):
+            energies[f"{kind} expert {index + 1}"] = on_grid(
+                partial(single, params[index]), LIM, 150
+            )
+
+    return {
+        "config": dataclasses.asdict(cfg),
+        "compositions": rows,
+        "learned_expert_log_z": log_z_learned,
+        "train_seconds": train_timer.seconds,
+        "arrays": {"energies": energies, "samples": samples},
+    }
+
+
+def report(results: dict, cfg: Config) -> None:
+    """Write and_or.png, metrics.json and results.md; print the table."""
+    out = output_dir(cfg)
+    energies, samples = results["arrays"]["energies"], results["arrays"]["samples"]
+    fig, axes = plt.subplots(2, 4, figsize=(15, 7.6))
+    for row_axes, kind in zip(axes, ("analytic", "learned"), strict=True):
+        for ax, index in zip(row_axes[:2], (1, 2), strict=True):
+            draw_density(ax, energies[f"{kind} expert {index}"], LIM)
+            ax.set_title(f"{kind} expert {index}")
         for ax, name in zip(row_axes[2:], ("AND", "OR"), strict=True):
-            energy_fn = compositions[kind, name][0]
-            plot.energy_landscape(ax, partial(energy_fn, params), lim=LIM)
-            x = np.asarray(samples[kind, name][:300])
+            draw_density(ax, energies[f"{kind} {name}"], LIM)
+            x = samples[f"{kind} {name}"]
             ax.scatter(x[:, 0], x[:, 1], s=1, c="tab:red", alpha=0.5)
             ax.set_xlim(-LIM, LIM)
             ax.set_ylim(-LIM, LIM)
             label = "product (sum of energies)" if name == "AND" else "mixture (log-sum-exp)"
             ax.set_title(f"{kind} {name}: {label}", fontsize=9)
     plot.save(fig, out / "and_or.png")
-
-    result = {
-        "config": dataclasses.asdict(cfg),
-        "compositions": rows,
-        "learned_expert_log_z": log_z_learned,
-        "train_seconds": train_timer.seconds,
-    }
-    write_json(out / "metrics.json", result)
-    text = "## AND (product) vs OR (mixture) of two Gaussian bars\n\n" + markdown_table(rows)
+    write_metrics(out, results)
+    text = "## AND (product) vs OR (mixture) of two Gaussian bars\n\n"
+    text += markdown_table(results["compositions"])
     (out / "results.md").write_text(text)
     print(text)
-    return result
 
 
 if __name__ == "__main__":
-    main(parse_config(Config, SMOKE))
+    cfg = parse_config(Config, SMOKE)
+    report(main(cfg), cfg)

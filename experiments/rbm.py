@@ -7,6 +7,9 @@ estimate (Salakhutdinov & Murray 2008 schedule, base-rate model from the trainin
 marginals) is checked against the truth, and test log-likelihoods are reported both ways.
 A deep belief net is trained greedily and sampled through the stack.
 
+``main`` returns the two tables; ``report`` writes results.md, metrics.json and the figures
+into results/rbm/ (results/smoke/rbm/ with --smoke).
+
     python -m experiments.rbm [--smoke] [--dataset mnist] [--num-steps 20000]
 """
 
@@ -17,7 +20,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments.common import Timer, markdown_table, output_dir, parse_config, write_json
+from experiments.common import Timer, markdown_table, output_dir, parse_config, write_metrics
 from scorejax import data, plot
 from scorejax.rbm import (
     RBM,
@@ -58,13 +61,13 @@ class Config:
 
 SMOKE = dict(
     num_hidden=8,
-    num_steps=30,
+    num_steps=20,
     cd_k=2,
     num_ais_runs=8,
     ais_schedule=(10, 20, 20),
     short_ais_schedule=(10, 20, 20),  # same shape as the long one: one compile
     num_sample_steps=10,
-    dbn_layers=(8,),
+    dbn_layers=(8,),  # the DBN's one RBM is CD-1's: its training reuses CD-1's program
     dbn_steps=20,
 )
 
@@ -77,9 +80,15 @@ def load_binary(cfg):
 
 
 def main(cfg: Config) -> dict:
+    """Train the three RBMs and a DBN; exact and AIS log Z; samples.
+
+    Returns ``log_likelihood`` (one row per model, the base-rate model first),
+    ``ais_vs_exact`` (one row per model and AIS schedule), ``dbn_seconds``, ``config``, and
+    under ``arrays`` the test images, samples, filters, reconstruction errors and DBN
+    samples the figures show.
+    """
     if cfg.dataset not in ("digits", "mnist"):
         raise ValueError(f"dataset must be 'digits' or 'mnist', got {cfg.dataset!r}")
-    out = output_dir(cfg)
     train, test, shape = load_binary(cfg)
     base_bias = base_rate_visible_bias(train)
     key = jax.random.key(cfg.seed)
@@ -118,7 +127,7 @@ def main(cfg: Config) -> dict:
     )
     for name, config in methods.items():
         key, key_train, key_ais, key_short = jax.random.split(key, 4)
-        with Timer() as timer:
+        with Timer(f"train {name}") as timer:
             params, history = train_rbm(key_train, train, config)
             jax.block_until_ready(params)
         models[name], histories[name] = params, history
@@ -169,64 +178,90 @@ def main(cfg: Config) -> dict:
         ais_rows[-2]["ais_seconds"] = ais_timer.seconds
         ais_rows[-2]["exact_seconds"] = exact_timer.seconds
 
-    # samples: 1,000 Gibbs steps from uniform noise, shown as p(v | h) of the last step
+    # samples: 1,000 Gibbs steps from uniform noise, kept as p(v | h) of the last step
     key, key_samples, key_start, key_dbn, key_dbn_sample = jax.random.split(key, 5)
-    fig, axes = plt.subplots(1, len(models) + 1, figsize=(4 * (len(models) + 1), 4.4))
-    plot.image_grid(axes[0], np.asarray(test[:100]).reshape(-1, *shape))
-    axes[0].set_title("test data (binarised)")
     start = jax.random.bernoulli(key_start, 0.5, (100, train.shape[1])).astype(jnp.float32)
-    for ax, (name, params) in zip(axes[1:], models.items(), strict=True):
-        v = run_chains(key_samples, block_gibbs(params), start, cfg.num_sample_steps).state.x
-        probs = params.visible_probs(params.hidden_probs(v))
-        plot.image_grid(ax, np.asarray(probs).reshape(-1, *shape))
+    samples = {}
+    with Timer("samples"):
+        for name, params in models.items():
+            v = run_chains(key_samples, block_gibbs(params), start, cfg.num_sample_steps).state.x
+            samples[name] = np.asarray(params.visible_probs(params.hidden_probs(v)))
+
+    # a deep belief net, trained greedily, sampled through the stack
+    with Timer("deep belief net") as dbn_timer:
+        rbms = train_dbn(key_dbn, train, cfg.dbn_layers, base._replace(num_steps=cfg.dbn_steps))
+        dbn_samples = sample_dbn(key_dbn_sample, rbms, 100, cfg.num_sample_steps)
+
+    return {
+        "config": dataclasses.asdict(cfg),
+        "log_likelihood": rows,
+        "ais_vs_exact": ais_rows,
+        "dbn_seconds": dbn_timer.seconds,
+        "arrays": {
+            "image_shape": tuple(shape),
+            "num_visible": train.shape[1],
+            "test": np.asarray(test[:100]),
+            "samples": samples,
+            "filters": {name: np.asarray(params.W.T) for name, params in models.items()},
+            "reconstruction_error": {
+                name: np.asarray(history["reconstruction_error"])
+                for name, history in histories.items()
+            },
+            "dbn_samples": np.asarray(dbn_samples),
+        },
+    }
+
+
+def report(results: dict, cfg: Config) -> None:
+    """Write samples.png, filters.png, training.png, dbn_samples.png, metrics.json and
+    results.md; print the tables."""
+    out = output_dir(cfg)
+    arrays = results["arrays"]
+    shape = arrays["image_shape"]
+    names = list(arrays["samples"])
+    fig, axes = plt.subplots(1, len(names) + 1, figsize=(4 * (len(names) + 1), 4.4))
+    plot.image_grid(axes[0], arrays["test"].reshape(-1, *shape))
+    axes[0].set_title("test data (binarised)")
+    for ax, name in zip(axes[1:], names, strict=True):
+        plot.image_grid(ax, arrays["samples"][name].reshape(-1, *shape))
         ax.set_title(f"{name} samples")
     plot.save(fig, out / "samples.png")
 
     # filters: each hidden unit's weights as an image, scaled to its own range
-    fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 2.6))
-    for ax, (name, params) in zip(axes, models.items(), strict=True):
-        w = np.asarray(params.W.T)
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 2.6))
+    for ax, name in zip(axes, names, strict=True):
+        w = arrays["filters"][name]
         w = (w - w.min(axis=1, keepdims=True)) / (np.ptp(w, axis=1, keepdims=True) + 1e-8)
         plot.image_grid(ax, w.reshape(-1, *shape), num_columns=10)
         ax.set_title(f"{name} filters")
     plot.save(fig, out / "filters.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, history in histories.items():
-        ax.plot(np.convolve(history["reconstruction_error"], np.ones(50) / 50, "valid"), label=name)
+    for name, error in arrays["reconstruction_error"].items():
+        ax.plot(np.convolve(error, np.ones(50) / 50, "valid"), label=name)
     ax.set_xlabel("step")
     ax.set_ylabel("reconstruction error (running mean)")
     ax.legend()
     plot.save(fig, out / "training.png")
 
-    # a deep belief net, trained greedily, sampled through the stack
-    with Timer() as dbn_timer:
-        rbms = train_dbn(key_dbn, train, cfg.dbn_layers, base._replace(num_steps=cfg.dbn_steps))
-        dbn_samples = sample_dbn(key_dbn_sample, rbms, 100, cfg.num_sample_steps)
     fig, ax = plt.subplots(figsize=(4, 4.4))
-    plot.image_grid(ax, np.asarray(dbn_samples).reshape(-1, *shape))
-    layers = "-".join(str(n) for n in (train.shape[1], *cfg.dbn_layers))
+    plot.image_grid(ax, arrays["dbn_samples"].reshape(-1, *shape))
+    layers = "-".join(str(n) for n in (arrays["num_visible"], *cfg.dbn_layers))
     ax.set_title(f"DBN {layers} samples")
     plot.save(fig, out / "dbn_samples.png")
 
-    metrics = {
-        "config": dataclasses.asdict(cfg),
-        "log_likelihood": rows,
-        "ais_vs_exact": ais_rows,
-        "dbn_seconds": dbn_timer.seconds,
-    }
-    write_json(out / "metrics.json", metrics)
+    write_metrics(out, results)
     text = (
         f"## Log-likelihood (nats per image) on binarised {cfg.dataset}, "
-        f"{train.shape[1]} visible x {cfg.num_hidden} hidden, {cfg.num_steps} steps\n\n"
-        + markdown_table(rows)
+        f"{arrays['num_visible']} visible x {cfg.num_hidden} hidden, {cfg.num_steps} steps\n\n"
+        + markdown_table(results["log_likelihood"])
         + f"\n## AIS against exact log Z ({cfg.num_ais_runs} runs)\n\n"
-        + markdown_table(ais_rows)
+        + markdown_table(results["ais_vs_exact"])
     )
     (out / "results.md").write_text(text)
     print(text)
-    return metrics
 
 
 if __name__ == "__main__":
-    main(parse_config(Config, SMOKE))
+    cfg = parse_config(Config, SMOKE)
+    report(main(cfg), cfg)

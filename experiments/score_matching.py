@@ -13,6 +13,8 @@
 (c) the picture of the two terms of J = E[tr grad s + 1/2 |s|^2]: the divergence of the
     learned field (negative, sinks, at the data) and its magnitude (small at the data).
 
+``main`` returns the three tables; ``report`` writes tables.md, metrics.json and the figures
+into results/score_matching/ (results/smoke/score_matching/ with --smoke).
 Run ``python -m experiments.score_matching`` (``--smoke`` for the test-sized run).
 """
 
@@ -24,9 +26,18 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import optax
+from jax.tree_util import Partial
 from tqdm.auto import tqdm
 
-from experiments.common import Timer, markdown_table, output_dir, parse_config, write_json
+from experiments.common import (
+    Timer,
+    jit_mmd,
+    markdown_table,
+    mmd_noise_floor,
+    output_dir,
+    parse_config,
+    write_metrics,
+)
 from scorejax import (
     GaussianMixture,
     Rings,
@@ -89,7 +100,7 @@ SMOKE = {
     "num_eval": 64,
     "num_chains": 64,
     "langevin_steps": 20,
-    "cost_dims": (2, 8),
+    "cost_dims": (2,),
     "cost_batch_size": 8,
     "cost_repeats": 2,
 }
@@ -137,37 +148,82 @@ def quadrature_noised_score(log_prob, sigma: float, lim: float):
     return score
 
 
-def noised_score_fn(target, sigma: float):
-    """The exact score of q_sigma: closed form for mixtures, quadrature for rings."""
+def noised_score_fn(target, sigma: float) -> Partial:
+    """The exact score of q_sigma, the target convolved with N(0, sigma^2 I) (sigma = 0:
+    the target's own score): closed form for mixtures, quadrature for rings.
+
+    A ``jax.tree_util.Partial`` with arrays of fixed types, so jitted functions take it as
+    data; a mixture's clean and noised scores have the same form (diagonal scales), so they
+    share one compiled program."""
     if isinstance(target, GaussianMixture):
-        return target.noised(sigma).score
+        scales = jnp.asarray(target.scales)
+        if scales.ndim == 1:  # isotropic (K,) as diagonal (K, D): the same mixture
+            scales = jnp.broadcast_to(scales[:, None], target.means.shape)
+        mixture = target._replace(scales=scales)
+        return _strong(Partial(GaussianMixture.score, mixture.noised(sigma) if sigma else mixture))
+    if not sigma:
+        return _strong(Partial(type(target).score, target))
     lim = float(jnp.max(target.radii)) + 6 * float(target.scale) + 6 * sigma
-    return quadrature_noised_score(target.log_prob, sigma, lim)
+    return Partial(quadrature_noised_score(target.log_prob, sigma, lim))
+
+
+def _strong(tree):
+    """``tree`` with every array of a fixed (not weak) type, so that jitted functions see
+    the same types whatever Python numbers built it."""
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.result_type(a)), tree)
+
+
+@partial(jax.jit, static_argnames="n")
+def draw(target, key, n: int):
+    """``target.sample(key, n)``, compiled once per kind of target and shape."""
+    return target.sample(key, n)
+
+
+@partial(jax.jit, static_argnames=("score_fn", "num_eval", "num_chains", "num_steps"))
+def evaluate(params, target, exact_score, noise, step_size, keys, *, score_fn, num_eval,
+             num_chains, num_steps):  # fmt: skip
+    """The Fisher divergence and ULA's samples for one trained model, in one program.
+
+    Fisher: (1/2 E|s_theta - s*|^2, 1/2 E|s*|^2) on ``num_eval`` samples of the target
+    convolved with N(0, noise^2 I) (noise 0 for the objectives that learn the clean score),
+    ``exact_score`` that of the same law (mapped in chunks: the quadrature score is wide).
+    Samples: one ULA sample per chain under the learned score, from a broad Gaussian with
+    the mean and per-axis spread of ``num_chains`` exact samples, which are the MMD's
+    reference; the MMD over all chains (finite ones only are scored outside when a chain
+    diverged).
+    """
+    key_eval, key_noise, key_chain, key_x0, key_ref = keys
+    x = target.sample(key_eval, num_eval)
+    x = x + noise * jax.random.normal(key_noise, x.shape)
+    exact_scores = jax.lax.map(exact_score, x, batch_size=50)
+    learned_scores = jax.vmap(score_fn, in_axes=(None, 0))(params, x)
+    fisher = 0.5 * jnp.mean(jnp.sum((learned_scores - exact_scores) ** 2, axis=1))
+    reference_fisher = 0.5 * jnp.mean(jnp.sum(exact_scores**2, axis=1))
+    reference = target.sample(key_ref, num_chains)
+    spread = jnp.std(reference, axis=0)
+    x0 = jnp.mean(reference, axis=0) + spread * jax.random.normal(key_x0, reference.shape)
+    sampler = ula(partial(score_fn, params), step_size)
+    samples = run_chains(key_chain, sampler, x0, num_steps, warn=False).state.x
+    return fisher, reference_fisher, samples, reference, metrics.mmd(samples, reference)
 
 
 @cache
 def make_model(model_kind: str, hidden: tuple):
-    """(Flax module, score_fn(params, x)); cached so jitted samplers compile once per model."""
+    """(jitted ``init(key, x)``, score_fn(params, x)); cached so that jitted functions of the
+    model compile once per model."""
     if model_kind == "score":
         model = nets.MLPScore(hidden)
-        return model, nets.apply_fn(model)
+        return jax.jit(model.init), nets.apply_fn(model)
     model = nets.MLPEnergy(hidden)
-    return model, score_from_energy(nets.apply_fn(model))
-
-
-@partial(jax.jit, static_argnames=("score_fn", "num_steps"))
-def langevin_samples(params, key, x0, step_size, *, score_fn, num_steps):
-    """One ULA sample per chain from ``x0`` under the learned score (params as an argument,
-    so one compilation serves every objective)."""
-    sampler = ula(partial(score_fn, params), step_size)
-    return run_chains(key, sampler, x0, num_steps).state.x
+    return jax.jit(model.init), score_from_energy(nets.apply_fn(model))
 
 
 @cache
-def noise_floor(target_name: str, n: int, seed: int) -> float:
-    """MMD between two exact samples of size n (``metrics.mmd_noise_floor``), per target."""
+def noise_floor(target_name: str, n: int, seed: int) -> tuple[float, float]:
+    """(mean, standard error) of the MMD between two exact samples of size n over 5 repeats
+    (``common.mmd_noise_floor``), per target."""
     target, _ = make_target(target_name)
-    return float(metrics.mmd_noise_floor(jax.random.key(seed), target.sample, n, 5))
+    return mmd_noise_floor(jax.random.key(seed), target.sample, n, 5, f"MMD floor {target_name}")
 
 
 def train(cfg, key, target, dim, objective, model_kind):
@@ -175,14 +231,14 @@ def train(cfg, key, target, dim, objective, model_kind):
     high = dim > 2
     batch_size = cfg.high_dim_batch_size if high else cfg.batch_size
     num_steps = cfg.high_dim_num_steps if high else cfg.num_steps
-    model, score_fn = make_model(model_kind, tuple(cfg.hidden))
+    init, score_fn = make_model(model_kind, tuple(cfg.hidden))
     key_init, key_fit = jax.random.split(key)
-    params = model.init(key_init, jnp.zeros(dim))
+    params = init(key_init, jnp.zeros(dim))
     kwargs = {"sigma": cfg.dsm_sigma} if objective == "dsm" else {}
     optimizer = optax.adam(cfg.learning_rate)
     step = make_train_step(partial(LOSSES[objective], score_fn=score_fn, **kwargs), optimizer)
     key_data, key_fit = jax.random.split(key_fit)
-    batch_fn = minibatches(target.sample(key_data, cfg.num_train), batch_size)
+    batch_fn = minibatches(draw(target, key_data, cfg.num_train), batch_size)
     with Timer() as timer:
         state, history = fit(
             step,
@@ -205,29 +261,20 @@ def accuracy_row(cfg, key, target_name, objective, model_kind):
     score_fn, params, seconds, final_loss = train(
         cfg, key_train, target, dim, objective, model_kind
     )
-    x = target.sample(key_eval, cfg.num_eval)
-    exact = target.score
-    if objective == "dsm":  # DSM learns the noised score: compare there, on samples of q
-        x = x + cfg.dsm_sigma * jax.random.normal(key_noise, x.shape)
-        exact = noised_score_fn(target, cfg.dsm_sigma)
-    # metrics.fisher_divergence, with the exact scores mapped in chunks (quadrature is wide)
-    exact_scores = jax.lax.map(exact, x, batch_size=50)
-    learned_scores = jax.jit(jax.vmap(score_fn, in_axes=(None, 0)))(params, x)
-    fisher = float(0.5 * jnp.mean(jnp.sum((learned_scores - exact_scores) ** 2, axis=1)))
-    reference = float(0.5 * jnp.mean(jnp.sum(exact_scores**2, axis=1)))
-    # sample quality: ULA on the learned score from a broad Gaussian
-    reference_samples = target.sample(key_ref, cfg.num_chains)
-    spread = jnp.std(reference_samples, axis=0)
-    x0 = jnp.mean(reference_samples, axis=0) + spread * jax.random.normal(
-        key_x0, (cfg.num_chains, dim)
-    )
-    step_size = cfg.langevin_step_fraction * scale**2
-    samples = langevin_samples(
-        params, key_chain, x0, step_size, score_fn=score_fn, num_steps=cfg.langevin_steps
-    )
+    # DSM learns the noised score: compare there, on samples of q_sigma
+    noise = cfg.dsm_sigma if objective == "dsm" else 0.0
+    fisher, reference, samples, reference_samples, mmd = evaluate(
+        params, target, noised_score_fn(target, noise), noise,
+        cfg.langevin_step_fraction * scale**2, (key_eval, key_noise, key_chain, key_x0, key_ref),
+        score_fn=score_fn, num_eval=cfg.num_eval, num_chains=cfg.num_chains,
+        num_steps=cfg.langevin_steps,
+    )  # fmt: skip
+    fisher, reference = float(fisher), float(reference)
     finite = np.all(np.isfinite(np.asarray(samples)), axis=1)
-    mmd = float(metrics.mmd(samples[finite], reference_samples)) if finite.sum() > 1 else np.nan
-    floor = noise_floor(target_name, cfg.num_chains, cfg.seed)
+    if not finite.all():  # score the chains that stayed finite
+        mmd = jit_mmd(samples[finite], reference_samples) if finite.sum() > 1 else np.nan
+    mmd = float(mmd)
+    floor, floor_se = noise_floor(target_name, cfg.num_chains, cfg.seed)
     row = {
         "target": target_name,
         "D": dim,
@@ -237,6 +284,7 @@ def accuracy_row(cfg, key, target_name, objective, model_kind):
         "relative_fisher": fisher / reference,
         "mmd": mmd,
         "mmd_floor": floor,
+        "mmd_floor_se": floor_se,
         "nonfinite_chains": int((~finite).sum()),
         "final_loss": final_loss,
         "train_s": seconds,
@@ -246,8 +294,8 @@ def accuracy_row(cfg, key, target_name, objective, model_kind):
 
 def cost_row(cfg, dim, objective):
     """Seconds per jitted train step and the compiled step's memory, for an MLP score net."""
-    model, score_fn = make_model("score", tuple(cfg.hidden))
-    params = model.init(jax.random.key(0), jnp.zeros(dim))
+    init, score_fn = make_model("score", tuple(cfg.hidden))
+    params = init(jax.random.key(0), jnp.zeros(dim))
     kwargs = {"sigma": cfg.dsm_sigma} if objective == "dsm" else {}
     optimizer = optax.adam(cfg.learning_rate)
     step = jax.jit(
@@ -281,10 +329,10 @@ def cost_row(cfg, dim, objective):
     }
 
 
-def terms_row(name, score_fn, x):
-    """Batch means of the two terms of J at the data: tr grad s and 1/2 |s|^2."""
-    div = jax.jit(jax.vmap(divergence(lambda _, y: score_fn(y)), in_axes=(None, 0)))(None, x)
-    half_sq = 0.5 * jnp.sum(jax.vmap(score_fn)(x) ** 2, axis=1)
+def terms_row(name, div, score):
+    """Batch means of the two terms of J at the data: tr grad s and 1/2 |s|^2, from the
+    divergence ``div`` (N,) and the score ``score`` (N, D) at the data points."""
+    half_sq = 0.5 * jnp.sum(score**2, axis=1)
     return {
         "score": name,
         "mean_divergence": float(jnp.mean(div)),
@@ -293,41 +341,71 @@ def terms_row(name, score_fn, x):
     }
 
 
-def picture(cfg, out, models, key):
-    """Divergence and magnitude of the true and learned score fields on a 2-D target."""
+@jax.jit
+def divergence_and_score(field, points):
+    """tr grad s and s at each point, for a score field ``field`` given as a pytree function
+    (a jax ``Partial``), so fields of the same form share one program."""
+    div_fn = divergence(lambda _, y: field(y))
+    return jax.vmap(div_fn, in_axes=(None, 0))(None, points), jax.vmap(field)(points)
+
+
+def picture(cfg, models, key):
+    """Divergence and magnitude of the true and learned score fields on a 2-D target.
+
+    Returns the rows of the two terms of J at the data, the fields' divergence and norm on
+    a grid over [-3.5, 3.5]^2 and the data points drawn over them."""
     target, _ = make_target(cfg.picture_target)
-    lim = 3.5
-    xs, ys, grid = plot.grid_2d(lim, 120)
-    fields = {"exact": target.score}
+    _, _, grid = plot.grid_2d(PICTURE_LIM, PICTURE_POINTS)
+    fields = {"exact": Partial(type(target).score, target)}
     for objective in cfg.objectives:
         if (cfg.picture_target, "score", objective) in models:
             score_fn, params = models[(cfg.picture_target, "score", objective)]
-            fields[objective] = partial(score_fn, params)
-    x = target.sample(key, 2000)
-    rows = []
-    fig, axes = plt.subplots(2, len(fields), figsize=(3.2 * len(fields), 6.2), squeeze=False)
-    for j, (name, field) in enumerate(fields.items()):
-        div_fn = divergence(lambda _, y, f=field: f(y))
-        div = jax.jit(jax.vmap(div_fn, in_axes=(None, 0)))(None, grid)
-        norm = jnp.linalg.norm(jax.vmap(field)(grid), axis=1)
-        div = np.asarray(div).reshape(xs.shape)
+            fields[objective] = Partial(score_fn, params)
+    x = draw(target, key, 2000)
+    points = jnp.concatenate([grid, x])  # one compiled divergence per field serves both
+    num_grid = grid.shape[0]
+    rows, divergences, norms = [], {}, {}
+    for name, field in fields.items():
+        div, score = divergence_and_score(field, points)
+        norm = jnp.linalg.norm(score[:num_grid], axis=1)
+        divergences[name] = np.asarray(div[:num_grid]).reshape(PICTURE_POINTS, PICTURE_POINTS)
+        norms[name] = np.asarray(norm).reshape(PICTURE_POINTS, PICTURE_POINTS)
+        rows.append(terms_row(name, div[num_grid:], score[num_grid:]))
+    return rows, {"divergence": divergences, "norm": norms, "data": np.asarray(x[:300])}
+
+
+PICTURE_LIM, PICTURE_POINTS = 3.5, 120
+
+
+def picture_figure(path, fields):
+    names = list(fields["divergence"])
+    xs, ys, _ = plot.grid_2d(PICTURE_LIM, PICTURE_POINTS)
+    x = fields["data"]
+    fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 6.2), squeeze=False)
+    for j, name in enumerate(names):
+        div = fields["divergence"][name]
         bound = np.nanpercentile(np.abs(div), 98)
         image = axes[0, j].contourf(xs, ys, div, levels=30, cmap="RdBu_r", vmin=-bound, vmax=bound)
         fig.colorbar(image, ax=axes[0, j], shrink=0.8)
         axes[0, j].set_title(f"{name}: div s (blue = sink)")
-        image = axes[1, j].contourf(xs, ys, np.asarray(norm).reshape(xs.shape), levels=30)
+        image = axes[1, j].contourf(xs, ys, fields["norm"][name], levels=30)
         fig.colorbar(image, ax=axes[1, j], shrink=0.8)
         axes[1, j].set_title(f"{name}: |s|")
         for ax in axes[:, j]:
-            ax.scatter(x[:300, 0], x[:300, 1], s=1, c="k", alpha=0.3)
+            ax.scatter(x[:, 0], x[:, 1], s=1, c="k", alpha=0.3)
             ax.set_aspect("equal")
-        rows.append(terms_row(name, field, x))
-    plot.save(fig, out / "divergence_magnitude.png")
-    return rows
+    plot.save(fig, path)
 
 
 def main(cfg: Config) -> dict:
-    out = output_dir(cfg)
+    """(a) accuracy, (b) cost and (c) the two terms.
+
+    Returns ``accuracy`` (one row per target, model and objective), ``cost`` (one row per
+    dimension and objective), ``terms`` (one row per score field; empty when the picture's
+    target is not among ``targets``), ``config``, and under ``arrays`` the ULA samples on
+    the 2-D targets with exact samples beside them, and the divergence and magnitude
+    fields of the picture.
+    """
     key = jax.random.key(cfg.seed)
     key_acc, key_pic = jax.random.split(key)
 
@@ -351,21 +429,47 @@ def main(cfg: Config) -> dict:
     ]
 
     # (c) the two terms
-    terms = picture(cfg, out, models, key_pic) if cfg.picture_target in cfg.targets else []
+    terms, fields = [], None
+    if cfg.picture_target in cfg.targets:
+        with Timer("(c) the two terms"):
+            terms, fields = picture(cfg, models, key_pic)
+
+    samples = {}  # the 2-D targets' ULA samples, and exact samples to show beside them
+    for target_name in (t for t in cfg.targets if not t.startswith("mixture")):
+        target, _ = make_target(target_name)
+        samples[target_name] = {
+            "reference": np.asarray(draw(target, jax.random.key(0), 500)),
+            **{o: np.asarray(all_samples[(target_name, "score", o)]) for o in cfg.objectives},
+        }
+    return {
+        "config": dataclasses.asdict(cfg),
+        "accuracy": accuracy,
+        "cost": cost,
+        "terms": terms,
+        "arrays": {"samples": samples, "fields": fields},
+    }
+
+
+def report(results: dict, cfg: Config) -> None:
+    """Write tables.md, metrics.json, samples.png (when a 2-D target ran), cost_loglog.png
+    and divergence_magnitude.png (when the picture's target ran); print the tables."""
+    out = output_dir(cfg)
+    accuracy, cost, terms = results["accuracy"], results["cost"], results["terms"]
+    arrays = results["arrays"]
+    if arrays["fields"] is not None:
+        picture_figure(out / "divergence_magnitude.png", arrays["fields"])
 
     # figures: samples on the 2-D targets, and the log-log cost plot
-    flat = [t for t in cfg.targets if not t.startswith("mixture")]
+    flat = list(arrays["samples"])
     if flat:
         fig, axes = plt.subplots(
             len(flat), len(cfg.objectives), figsize=(3 * len(cfg.objectives), 3 * len(flat)),
             squeeze=False,
         )  # fmt: skip
         for r, target_name in enumerate(flat):
-            target, _ = make_target(target_name)
-            ref = target.sample(jax.random.key(0), 500)
+            shown = arrays["samples"][target_name]
             for c, objective in enumerate(cfg.objectives):
-                samples = all_samples[(target_name, "score", objective)]
-                plot.samples(axes[r, c], samples, data=ref, lim=4.0)
+                plot.samples(axes[r, c], shown[objective], data=shown["reference"], lim=4.0)
                 axes[r, c].set_title(f"{target_name}: {objective}", fontsize=9)
         plot.save(fig, out / "samples.png")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -391,16 +495,10 @@ def main(cfg: Config) -> dict:
         tables += f"\n## (c) the two terms of J at the data ({cfg.picture_target})\n\n"
         tables += markdown_table(terms)
     (out / "tables.md").write_text(tables)
-    result = {
-        "config": dataclasses.asdict(cfg),
-        "accuracy": accuracy,
-        "cost": cost,
-        "terms": terms,
-    }
-    write_json(out / "results.json", result)
+    write_metrics(out, results)
     print(tables)
-    return result
 
 
 if __name__ == "__main__":
-    main(parse_config(Config, SMOKE))
+    cfg = parse_config(Config, SMOKE)
+    report(main(cfg), cfg)

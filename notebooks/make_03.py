@@ -9,7 +9,7 @@ cells = [
 new_markdown_cell("""# 03 · MCMC for energy-based models
 
 An energy-based model defines p(x) ∝ exp(-E(x)); drawing samples from it needs MCMC. This notebook
-tours scorejax's toolkit (issue 4):
+tours scorejax's toolkit:
 
 * **ULA** `x + h s(x) + sqrt(2h) z` is biased at finite step size h;
   **MALA** adds the Metropolis–Hastings correction with the exact asymmetric proposal density and is exact.
@@ -21,7 +21,8 @@ tours scorejax's toolkit (issue 4):
 
 A learned energy plugs in the same way as the analytic ones below:
 `energy_fn = functools.partial(scorejax.nets.apply_fn(model), params)`."""),
-new_code_cell("""from functools import partial
+new_code_cell("""import os
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -29,14 +30,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import scorejax as sj
-from experiments.common import is_smoke
 from scorejax import diagnostics
 from scorejax.samplers import (
     MALA_TARGET_ACCEPTANCE, adapt_step_size_chains, geometric_temperatures, mala,
     parallel_tempering, run_chains, ula,
 )
 
-SMOKE = is_smoke()
+SMOKE = os.environ.get("SCOREJAX_SMOKE", "") not in ("", "0")  # small runs, for the tests
 NUM_CHAINS = 4 if SMOKE else 32
 NUM_STEPS = 500 if SMOKE else 20_000"""),
 new_markdown_cell("""## ULA's bias, and MALA's correction

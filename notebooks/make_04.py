@@ -25,8 +25,10 @@ the whole story:
   distribution and the gradient approaches the true MLE gradient.
 
 In 2-D we can compute Z by quadrature, so we can check which of these actually maximises the
-likelihood. Set `SCOREJAX_SMOKE=1` to run everything small."""),
-    ("code", """from functools import partial
+likelihood. Set the environment variable `SCOREJAX_SMOKE=1` to run everything small (the
+tests do)."""),
+    ("code", """import os
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -35,10 +37,9 @@ import numpy as np
 import optax
 
 import scorejax as sj
-from experiments.common import is_smoke
 from scorejax import data, nets, plot
 
-SMOKE = is_smoke()
+SMOKE = os.environ.get("SCOREJAX_SMOKE", "") not in ("", "0")  # small runs, for the tests
 TRAIN_STEPS = 30 if SMOKE else 2000
 HIDDEN = (32,) if SMOKE else (128, 128)
 LIM = 4.5"""),

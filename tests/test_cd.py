@@ -243,8 +243,11 @@ def test_ebm_cd_experiment_smoke(tmp_path):
 
     cfg = parse_config(ebm_cd.Config, ebm_cd.SMOKE, ["--smoke", "--out-dir", str(tmp_path)])
     metrics = ebm_cd.main(cfg)
-    for name in ("energy_landscapes.png", "samples.png", "nll_table.md", "metrics.json"):
+    ebm_cd.report(metrics, cfg)
+    for name in ("energy_landscapes.png", "samples.png", "loss_curves.png", "nll_table.md",
+                 "metrics.json"):  # fmt: skip
         assert (tmp_path / name).exists()
+    assert set(metrics["runs"]) == {f"two_gaussians/{m}" for m in cfg.methods}
     for run in metrics["runs"].values():
         assert np.isfinite(run["test_nll"]) and np.isfinite(run["true_nll"])
 
@@ -255,8 +258,9 @@ def test_ebm_images_experiment_smoke(tmp_path):
 
     cfg = parse_config(ebm_images.Config, ebm_images.SMOKE, ["--smoke", "--out-dir", str(tmp_path)])
     metrics = ebm_images.main(cfg)
+    ebm_images.report(metrics, cfg)
     for name in ("samples.png", "training_curves.png", "denoising.png", "ood_auroc.md",
-                 "sample_quality.md"):  # fmt: skip
+                 "sample_quality.md", "metrics.json"):  # fmt: skip
         assert (tmp_path / name).exists()
     assert all(0.0 <= v <= 1.0 for v in metrics["auroc"].values())
     assert np.isfinite(metrics["denoise_mse_after"])

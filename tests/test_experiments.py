@@ -1,32 +1,64 @@
-"""The foundation's experiments run end to end in smoke mode and write their outputs."""
+"""The experiment template (experiments/common.py) and the first experiments' smoke runs."""
 
+import importlib
 import json
 import math
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
 
-from experiments import mode_weights, two_gaussians
-from experiments.common import parse_config
+import pytest
+
+import experiments
+from experiments import mode_weights, score_matching, two_gaussians
+from experiments.common import mmd_noise_floor, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS = sorted(
+    m.name for m in pkgutil.iter_modules(experiments.__path__) if m.name != "common"
+)
 
 
-def test_two_gaussians_smoke(tmp_path):
-    cfg = parse_config(
-        two_gaussians.Config, two_gaussians.SMOKE, ["--smoke", "--out-dir", str(tmp_path)]
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_follows_the_template(name):
+    """Config, SMOKE, main(cfg) -> results, report(results, cfg), and the script runs both;
+    its outputs go to results/<name> (results/smoke/<name> for a smoke run)."""
+    module = importlib.import_module(f"experiments.{name}")
+    assert callable(module.main) and callable(module.report)
+    assert set(module.SMOKE) <= set(module.Config.__dataclass_fields__)
+    assert module.Config().out_dir == f"results/{name}"
+    source = Path(module.__file__).read_text()
+    assert 'if __name__ == "__main__":\n    cfg = parse_config(Config, SMOKE)\n' in source
+    assert "report(main(cfg), cfg)" in source
+    assert parse_config(module.Config, module.SMOKE, ["--smoke"]).out_dir == (
+        f"results/smoke/{name}"
     )
-    results = two_gaussians.main(cfg)
-    for name in ("metrics.json", "samples.png", "score_field.png", "loss.png"):
-        assert (tmp_path / name).exists(), name
-    saved = json.loads((tmp_path / "metrics.json").read_text())
-    for sampler in ("langevin", "annealed_langevin"):
-        assert math.isfinite(saved[sampler]["mmd"]) and saved[sampler]["mmd_noise_floor"] > 0
-        assert abs(sum(saved[sampler]["mode_weights"]) - 1) < 1e-5
-    assert all(math.isfinite(v) for v in results["fisher_divergence"].values())
 
 
-def test_mode_weights_smoke(tmp_path):
-    cfg = parse_config(
-        mode_weights.Config, mode_weights.SMOKE, ["--smoke", "--out-dir", str(tmp_path)]
+def test_help_shows_each_flag_with_its_type_and_default(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(two_gaussians.Config, two_gaussians.SMOKE, ["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "--hidden HIDDEN comma-separated ints, default 128,128" in text
+    assert "--num-train-steps NUM_TRAIN_STEPS int, default 6000" in text
+    assert "--learning-rate LEARNING_RATE float, default 0.002" in text
+    assert "--out-dir OUT_DIR str, default results/two_gaussians" in text
+    assert "--hidden 128,128" in text  # how to write a tuple
+    assert "--smoke" in text and "results/smoke/<name>" in text
+
+
+def test_help_names_tuples_of_floats_strings_and_booleans(capsys):
+    with pytest.raises(SystemExit):
+        parse_config(score_matching.Config, score_matching.SMOKE, ["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--objectives OBJECTIVES comma-separated strings, default exact_sm,ssm,ssm_vr,dsm" in (
+        text
     )
-    mode_weights.main(cfg)
-    assert (tmp_path / "table.md").exists() and (tmp_path / "mode_weights.png").exists()
+    assert "--energy-targets ENERGY_TARGETS comma-separated strings, default two_gaussians" in (
+        text
+    )
 
 
 def test_config_overrides_from_the_command_line():
@@ -35,4 +67,87 @@ def test_config_overrides_from_the_command_line():
         two_gaussians.SMOKE,
         ["--smoke", "--num-train-steps", "7", "--hidden", "8,8"],
     )
-    assert cfg.num_train_steps == 7 and cfg.hidden == (8, 8) and cfg.num_samples == 300
+    assert cfg.num_train_steps == 7 and cfg.hidden == (8, 8)
+    assert cfg.num_samples == two_gaussians.SMOKE["num_samples"]  # smoke, where not overridden
+    full = parse_config(two_gaussians.Config, two_gaussians.SMOKE, ["--dsm-sigma", "0.2"])
+    assert full.dsm_sigma == 0.2 and full.num_samples == two_gaussians.Config().num_samples
+    empty = parse_config(score_matching.Config, score_matching.SMOKE, ["--energy-targets", ""])
+    assert empty.energy_targets == ()
+
+
+def test_smoke_runs_write_to_their_own_folder_unless_told_otherwise(tmp_path):
+    config, smoke = two_gaussians.Config, two_gaussians.SMOKE
+    assert parse_config(config, smoke, []).out_dir == "results/two_gaussians"
+    assert parse_config(config, smoke, ["--smoke"]).out_dir == "results/smoke/two_gaussians"
+    given = ["--smoke", "--out-dir", str(tmp_path)]
+    assert parse_config(config, smoke, given).out_dir == str(tmp_path)
+    assert parse_config(config, smoke, ["--out-dir", "x"]).out_dir == "x"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [("--hidden", "8,x", "expected int, got 'x'"), ("--learning-rate", "fast", "expected float")],
+)
+def test_bad_flag_values_name_the_expected_type(flag, value, message, capsys):
+    with pytest.raises(SystemExit):
+        parse_config(two_gaussians.Config, two_gaussians.SMOKE, [flag, value])
+    assert message in capsys.readouterr().err
+
+
+def test_the_script_runs_from_the_command_line(tmp_path):
+    """``python -m experiments.<name> --help`` works from the repository's root."""
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.mode_weights", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--num-chains NUM_CHAINS" in result.stdout
+
+
+def test_mmd_noise_floor_reports_a_standard_error():
+    import jax
+
+    from scorejax import data, metrics
+
+    target = data.two_gaussians()
+    key = jax.random.key(0)
+    mean, standard_error = mmd_noise_floor(key, target.sample, 100, 3)
+    # the same repeats (keys, kernel) as the library's mean
+    assert math.isclose(
+        mean, float(metrics.mmd_noise_floor(key, target.sample, 100, 3)), rel_tol=1e-4
+    )
+    assert 0 < standard_error < mean
+
+
+def test_two_gaussians_smoke(tmp_path):
+    cfg = parse_config(
+        two_gaussians.Config, two_gaussians.SMOKE, ["--smoke", "--out-dir", str(tmp_path)]
+    )
+    results = two_gaussians.main(cfg)
+    assert not any(tmp_path.iterdir()), "main computes; report writes"
+    two_gaussians.report(results, cfg)
+    for name in ("metrics.json", "samples.png", "score_field.png", "loss.png"):
+        assert (tmp_path / name).exists(), name
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert "arrays" not in saved and saved["config"]["out_dir"] == str(tmp_path)
+    for sampler in ("langevin", "annealed_langevin"):
+        assert math.isfinite(saved[sampler]["mmd"]) and saved[sampler]["mmd_noise_floor"] > 0
+        assert saved[sampler]["mmd_noise_floor_standard_error"] >= 0
+        assert abs(sum(saved[sampler]["mode_weights"]) - 1) < 1e-5
+    assert all(math.isfinite(v) for v in results["fisher_divergence"].values())
+    assert results["arrays"]["langevin_samples"].shape == (cfg.num_samples, 2)
+
+
+def test_mode_weights_smoke(tmp_path):
+    cfg = parse_config(
+        mode_weights.Config, mode_weights.SMOKE, ["--smoke", "--out-dir", str(tmp_path)]
+    )
+    results = mode_weights.main(cfg)
+    mode_weights.report(results, cfg)
+    for name in ("table.md", "mode_weights.png", "metrics.json"):
+        assert (tmp_path / name).exists(), name
+    rows = json.loads((tmp_path / "metrics.json").read_text())["rows"]
+    assert [r["sampler"] for r in rows] == ["true", "Langevin", "annealed Langevin"]
+    assert all(abs(r["weight (-5,-5)"] + r["weight (5,5)"] - 1) < 1e-6 for r in rows)

@@ -207,10 +207,11 @@ def test_experiment_smoke(tmp_path):
     import json
 
     from experiments.common import parse_config
-    from experiments.ising import SMOKE, Config, main
+    from experiments.ising import SMOKE, Config, main, report
 
     cfg = parse_config(Config, SMOKE, ["--smoke", "--out-dir", str(tmp_path)])
     result = main(cfg)
+    report(result, cfg)
     for name in ("phase_transition.png", "denoising.png", "metrics.json", "results.md"):
         assert (tmp_path / name).exists()
     saved = json.loads((tmp_path / "metrics.json").read_text())

@@ -5,7 +5,7 @@ import json
 import numpy as np
 
 from experiments.common import parse_config
-from experiments.mixing import SMOKE, Config, count_switches, main
+from experiments.mixing import SMOKE, Config, count_switches, main, report
 
 
 def test_count_switches_with_hysteresis():
@@ -18,7 +18,9 @@ def test_count_switches_with_hysteresis():
 def test_mixing_smoke(tmp_path):
     cfg = parse_config(Config, SMOKE, ["--smoke", "--out-dir", str(tmp_path)])
     metrics = main(cfg)
-    for name in ("switching_rate.png", "trajectories.png", "mode_weights.png", "table.md"):
+    report(metrics, cfg)
+    for name in ("switching_rate.png", "trajectories.png", "mode_weights.png", "table.md",
+                 "metrics.json"):  # fmt: skip
         assert (tmp_path / name).exists(), name
     saved = json.loads((tmp_path / "metrics.json").read_text())
     for rates in saved["switching_rate_per_1000_gradients"].values():

@@ -92,9 +92,11 @@ def test_bad_input_raises():
 
 def test_experiment_smoke(tmp_path):
     from experiments.common import parse_config
-    from experiments.product_of_experts import SMOKE, Config, main
+    from experiments.product_of_experts import SMOKE, Config, main, report
 
-    result = main(parse_config(Config, SMOKE, ["--smoke", "--out-dir", str(tmp_path)]))
+    cfg = parse_config(Config, SMOKE, ["--smoke", "--out-dir", str(tmp_path)])
+    result = main(cfg)
+    report(result, cfg)
     for name in ("and_or.png", "metrics.json", "results.md"):
         assert (tmp_path / name).exists()
     rows = {(r["experts"], r["composition"]): r for r in result["compositions"]}

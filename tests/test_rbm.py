@@ -217,10 +217,13 @@ def test_bad_input_raises():
 
 def test_experiment_smoke(tmp_path):
     from experiments.common import parse_config
-    from experiments.rbm import SMOKE, Config, main
+    from experiments.rbm import SMOKE, Config, main, report
 
-    result = main(parse_config(Config, SMOKE, ["--smoke", "--out-dir", str(tmp_path)]))
-    for name in ("samples.png", "filters.png", "dbn_samples.png", "metrics.json", "results.md"):
+    cfg = parse_config(Config, SMOKE, ["--smoke", "--out-dir", str(tmp_path)])
+    result = main(cfg)
+    report(result, cfg)
+    for name in ("samples.png", "filters.png", "training.png", "dbn_samples.png", "metrics.json",
+                 "results.md"):  # fmt: skip
         assert (tmp_path / name).exists()
     rows = result["log_likelihood"]
     assert [r["model"] for r in rows][1:] == ["CD-1", "CD-2", "PCD-1"]

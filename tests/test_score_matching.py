@@ -316,13 +316,15 @@ def test_experiment_smoke_run(tmp_path):
     import json
 
     from experiments.common import parse_config
-    from experiments.score_matching import SMOKE, Config, main
+    from experiments.score_matching import SMOKE, Config, main, report
 
-    result = main(parse_config(Config, SMOKE, ["--smoke", "--out-dir", str(tmp_path)]))
-    for name in ("tables.md", "results.json", "cost_loglog.png", "samples.png",
+    cfg = parse_config(Config, SMOKE, ["--smoke", "--out-dir", str(tmp_path)])
+    result = main(cfg)
+    report(result, cfg)
+    for name in ("tables.md", "metrics.json", "cost_loglog.png", "samples.png",
                  "divergence_magnitude.png"):  # fmt: skip
         assert (tmp_path / name).exists(), name
-    saved = json.loads((tmp_path / "results.json").read_text())
+    saved = json.loads((tmp_path / "metrics.json").read_text())
     assert len(saved["accuracy"]) == len(result["accuracy"]) > 0
     for row in result["accuracy"]:
         assert np.isfinite(row["fisher"]) and np.isfinite(row["mmd"]), row
