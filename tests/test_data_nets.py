@@ -29,7 +29,7 @@ def test_toy_samplers_are_pure_and_finite(sample):
 
 
 def test_two_gaussians_moments():
-    """The seeds' data: means (+-2, 0), std 0.5 -> E x1^2 = 4.25, E x2^2 = 0.25 (5 SE)."""
+    """The two-Gaussian data: means (+-2, 0), std 0.5 -> E x1^2 = 4.25, E x2^2 = 0.25 (5 SE)."""
     x = np.asarray(data.sample_two_gaussians(jax.random.key(1), 50_000), np.float64)
     sq = x**2
     se = sq.std(0) / np.sqrt(len(x))

@@ -184,6 +184,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two 4-device processes: ~35 s of a 2-core CI; the 8-device test runs in CI
 def test_two_processes_agree_with_one():
     """Multi-host through jax.distributed: 2 processes x 4 CPU devices (gloo collectives).
 
