@@ -55,6 +55,11 @@ TARGETS = [
     ("dsm_train", "batch 512", "torch_eager", 2.0, "CPU: DSM training, batch 512 >= 2x torch"),
     ("mala", "10000 chains", "blackjax", 1.0, "MALA >= blackjax"),
     ("hmc", "10000 chains", "blackjax", 1.0, "HMC >= blackjax"),
+    ("sde_likelihood", "1000 points x 2 dims", "scipy_host_loop", 30.0,
+     "ODE likelihood, 1,000 2-D points >= 30x scipy host loop"),
+    ("sde_likelihood", "64 points x 784 dims", "scipy_host_loop", 3.0,
+     "ODE likelihood, 784 dims, Hutchinson >= 3x scipy host loop"),
+    ("pc_sampling", "10000 chains", "torch_eager", 2.0, "CPU: PC sampling, 1e4 chains >= 2x torch"),
 ]  # fmt: skip
 
 
@@ -136,7 +141,7 @@ def main(argv=None):
     import jax
 
     jax.config.update("jax_num_cpu_devices", max(args.cpu_devices, 1))
-    from benchmarks import harness, problems, torch_ref
+    from benchmarks import harness, problems, sde_cases, torch_ref
     from experiments.common import markdown_table, write_json
 
     limit = (
@@ -185,6 +190,12 @@ def main(argv=None):
     if not only or "annealed" in only:
         print("annealed compile time against levels", flush=True)
         compile_rows = problems.annealed_compile_rows(cfg)
+        for row in compile_rows:
+            print(f"  {row['size']}: {row['compile_s']:.2f}s, {row['hlo_ops']} HLO ops", flush=True)
+        rows += compile_rows
+    if not only or "pc_sampling" in only:
+        print("PC sampler compile time against steps", flush=True)
+        compile_rows = sde_cases.pc_compile_rows(cfg)
         for row in compile_rows:
             print(f"  {row['size']}: {row['compile_s']:.2f}s, {row['hlo_ops']} HLO ops", flush=True)
         rows += compile_rows

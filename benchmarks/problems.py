@@ -59,7 +59,7 @@ import numpy as np
 import optax
 
 import scorejax as sj
-from benchmarks import torch_ref
+from benchmarks import sde_cases, torch_ref
 from benchmarks.harness import BestOf, Case, Prepared, Skip, in_worker, usable_cpus
 
 STEP_SIZE = 0.01
@@ -83,12 +83,15 @@ def sizes(quick: bool) -> dict:
             chains=[10_000], mixture_steps=100, mlp_steps=50, dw_steps=100, annealed_chains=2_000,
             annealed_steps=5, mcmc_steps=100, batches=[512], train_steps=50, sm_dims=[2, 64],
             sm_steps=20, repeats=5, annealed_levels=[10, 200], chain_budget=2e6,
+            likelihood_sizes=[(200, 2, False)], pc_steps=20, pc_compile_steps=[100, 1000],
         )  # fmt: skip
     return dict(
         chains=[100, 1_000, 10_000, 100_000, 1_000_000], mixture_steps=1000, mlp_steps=1000,
         dw_steps=1000, annealed_chains=10_000, annealed_steps=20, mcmc_steps=300,
         batches=[512, 65_536], train_steps=200, sm_dims=[2, 16, 64, 256, 1024], sm_steps=100,
         repeats=5, annealed_levels=[10, 50, 200], chain_budget=5e6,
+        likelihood_sizes=[(1000, 2, False), (64, 784, True)], pc_steps=200,
+        pc_compile_steps=[100, 1000, 4000],
     )  # fmt: skip
 
 
@@ -603,6 +606,8 @@ CASES = {
     "hmc": lambda cfg, quick: _mcmc_cases(cfg, "hmc"),
     "train": lambda cfg, quick: train_cases(cfg),
     "sm_cost": lambda cfg, quick: sm_cost_cases(cfg),
+    "sde_likelihood": lambda cfg, quick: sde_cases.likelihood_cases(cfg),
+    "pc_sampling": lambda cfg, quick: sde_cases.pc_cases(cfg, _torch),
 }
 
 

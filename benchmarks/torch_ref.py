@@ -192,6 +192,46 @@ def annealed(sigmas, num_chains, num_steps_per_level, step_size, dim=2):
     return call
 
 
+def pc_vp(num_chains, num_steps, snr, hidden=(128, 128), num_features=16, scale=16.0):
+    """Predictor-corrector sampling of the VP SDE (beta 0.1 to 20, eps 1e-3) with a
+    time-conditional MLP as ``nets.TimeConditionalMLP`` builds it: Gaussian Fourier features
+    of t, [x, sin, cos] -> MLP -> noise prediction, score = -output / std(t). Each step is
+    a reverse-diffusion predictor from t to t - dt and one Langevin corrector step at
+    t - dt with the signal-to-noise rule (per-chain norms), as ``samplers.pc_sampler``."""
+    _require()
+    dev = _device()
+    beta_min, beta_max, eps = 0.1, 20.0, 1e-3
+    dt = (1.0 - eps) / num_steps
+    w = scale * torch.randn(num_features, device=dev)
+    net = mlp(2 + 2 * num_features, 2, hidden).to(dev)
+
+    def score(x, t):
+        angles = 2 * math.pi * t * w
+        emb = torch.cat([torch.sin(angles), torch.cos(angles)]).expand(x.shape[0], -1)
+        log_mean = -0.25 * t**2 * (beta_max - beta_min) - 0.5 * t * beta_min
+        std = math.sqrt(-math.expm1(2 * log_mean))
+        return -net(torch.cat([x, emb], dim=1)) / std
+
+    @torch.no_grad()
+    def call():
+        x = torch.randn(num_chains, 2, device=dev)
+        for k in range(num_steps):
+            t = 1.0 - k * dt
+            b = (beta_min + t * (beta_max - beta_min)) * dt
+            noise = torch.randn_like(x)
+            x = x - (math.sqrt(1 - b) - 1) * x + b * score(x, t) + math.sqrt(b) * noise
+            t = t - dt
+            s, z = score(x, t), torch.randn_like(x)
+            alpha = 1 - (beta_min + t * (beta_max - beta_min)) * dt
+            ratio = z.norm(dim=1, keepdim=True) / s.norm(dim=1, keepdim=True)
+            step = 2 * alpha * (snr * ratio) ** 2
+            x = x + step * s + torch.sqrt(2 * step) * z
+        _sync()
+        return x
+
+    return call
+
+
 def _sample_mixture(mixture):
     dev = _device()
     means = torch.tensor(mixture.means, device=dev)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp, ndtr
 
+from scorejax.sde import check_sde, check_time
 from scorejax.types import Array, Key
 
 _LOG_2PI = math.log(2.0 * math.pi)  # a Python float: importing scorejax starts no JAX backend
@@ -154,6 +155,20 @@ class GaussianMixture(NamedTuple):
     def noised(self, sigma) -> "GaussianMixture":
         """The exact mixture convolved with N(0, sigma^2 I): scales sqrt(s_k^2 + sigma^2)."""
         return GaussianMixture(self.means, jnp.sqrt(self._scales() ** 2 + sigma**2), self.weights)
+
+    def marginal(self, sde, t) -> "GaussianMixture":
+        """The exact law of x(t) under a score SDE (``scorejax.sde``) started from this mixture.
+
+        With the kernel x(t) = m(t) x(0) + s(t) z, component k becomes
+        N(m(t) mu_k, diag(m(t)^2 s_k^2 + s(t)^2)) with its weight unchanged (Song et al.
+        2021, Eq. 29 applied per component), so the score, log-density and samples of the
+        noised data are exact at every t in [0, 1] (t = 0 returns the mixture itself).
+        """
+        check_sde(sde)
+        check_time("t", t, sde, low=0.0)
+        mean, std = sde.kernel(jnp.asarray(t))
+        scales = jnp.sqrt((mean * self._scales()) ** 2 + std**2)
+        return GaussianMixture(mean * self.means, scales, self.weights)
 
 
 def _trapezoid_log_integral(log_f: Array, dx: float) -> Array:

@@ -97,11 +97,104 @@ class NoiseConditionalMLP(nn.Module):
         return out / sigma
 
 
+class GaussianFourierFeatures(nn.Module):
+    """Random Fourier features of a scalar (Tancik et al. 2020; the time embedding of Song et
+    al. 2021): [sin(2 pi w t), cos(2 pi w t)] with w ~ N(0, scale^2), ``num_features`` of
+    each, drawn at ``init`` and never trained (stop_gradient, so optimisers leave them at
+    their initial values unless they decay weights)."""
+
+    num_features: int = 16
+    scale: float = 16.0
+
+    @nn.compact
+    def __call__(self, t: Array) -> Array:
+        init = lambda key, shape: self.scale * jax.random.normal(key, shape, jnp.float32)
+        w = jax.lax.stop_gradient(self.param("w", init, (self.num_features,)))
+        angles = 2.0 * jnp.pi * jnp.asarray(t, jnp.float32)[..., None] * w
+        return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+# --- output parametrisations of a time-conditional network, converted to a score in one
+# place: ``parametrisation(sde, output, x, t) -> score`` with the kernel x(t) = m x(0) + s z
+
+
+def _kernel_like(sde, t: Array, x: Array) -> tuple[Array, Array]:
+    """(m(t), s(t)) shaped to broadcast against x (t scalar for one example, (B,) for a batch)."""
+    mean, std = sde.kernel(t)
+    shape = jnp.shape(t) + (1,) * (x.ndim - jnp.ndim(t))
+    return jnp.reshape(mean, shape), jnp.reshape(std, shape)
+
+
+def score_output(sde, output: Array, x: Array, t: Array) -> Array:
+    """The network outputs the score itself."""
+    del sde, x, t
+    return output
+
+
+def std_scaled_output(sde, output: Array, x: Array, t: Array) -> Array:
+    """score = output / s(t): the unit-scale output of score_sde's VE models (NCSNv2's
+    Technique 3 in continuous time), since ||grad log p_t|| grows like 1 / s(t)."""
+    return output / _kernel_like(sde, t, x)[1]
+
+
+def epsilon_output(sde, output: Array, x: Array, t: Array) -> Array:
+    """The network predicts the noise z of x(t) = m x(0) + s z (DDPM's epsilon-network, Ho et
+    al. 2020): score = -epsilon / s(t), the same denoising model in other notation (the
+    DSM optimum is E[z | x(t)] = -s grad log p_t)."""
+    return -output / _kernel_like(sde, t, x)[1]
+
+
+def data_output(sde, output: Array, x: Array, t: Array) -> Array:
+    """The network predicts x(0) (Tweedie's E[x(0) | x(t)]): score = (m x0_hat - x) / s^2,
+    Tweedie's formula solved for the score (Efron 2011)."""
+    mean, std = _kernel_like(sde, t, x)
+    return (mean * output - x) / std**2
+
+
+class TimeConditionalMLP(nn.Module):
+    """Time-conditional score s_theta(x, t) for flat data: an MLP of [x, emb(t)] whose output
+    is converted to a score by ``parametrisation`` (``score_output``, ``std_scaled_output``,
+    ``epsilon_output``, ``data_output``; the last three need ``sde``), with ``emb`` the
+    Gaussian Fourier features of t (Song et al. 2021, Appendix H).
+
+    Takes one example x (D,) with a scalar t, or a batch (B, D) with t (B,), and returns a
+    score shaped like x: ``apply_fn(model)`` is a ``score_fn(params, x, t)`` for
+    ``sde_dsm_loss`` and the reverse samplers. Image networks take the same
+    ``parametrisation`` and ``sde`` fields, so the samplers see the same contract.
+    """
+
+    hidden: Sequence[int] = (128, 128)
+    activation: Callable = nn.silu
+    num_features: int = 16
+    scale: float = 16.0
+    sde: Any = None
+    parametrisation: Callable = score_output
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array, t: Array) -> Array:
+        if x.ndim != jnp.ndim(t) + 1:
+            raise ValueError(
+                "TimeConditionalMLP takes a flat example x (D,) with a scalar t, or a batch "
+                f"(B, D) with t (B,); got x {x.shape} and t {jnp.shape(t)} (flatten images "
+                "with x.reshape(-1), or use a convolutional network)"
+            )
+        if self.parametrisation is not score_output and self.sde is None:
+            raise ValueError(f"{self.parametrisation.__name__} needs the model's sde")
+        emb = GaussianFourierFeatures(self.num_features, self.scale)(t)
+        emb = jnp.broadcast_to(emb, (*x.shape[:-1], emb.shape[-1]))
+        out = MLP(self.hidden, x.shape[-1], self.activation, self.dtype)(
+            jnp.concatenate([x, emb], axis=-1)
+        )
+        return self.parametrisation(self.sde, out, x, jnp.asarray(t, jnp.float32))
+
+
 def apply_fn(model: nn.Module) -> EnergyFn | ScoreFn:
     """The module as a library function ``fn(params, x, *args) = model.apply(params, x, *args)``.
 
-    An ``MLPEnergy`` becomes an ``energy_fn``, an ``MLPScore`` or ``NoiseConditionalMLP`` a
-    ``score_fn``; batching is ``jax.vmap`` at the call site, as for analytic targets.
+    An ``MLPEnergy`` becomes an ``energy_fn``, an ``MLPScore``, ``NoiseConditionalMLP`` or
+    ``TimeConditionalMLP`` a ``score_fn``; batching is ``jax.vmap`` at the call site, as
+    for analytic targets.
     """
     return lambda params, x, *args: model.apply(params, x, *args)
 

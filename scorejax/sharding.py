@@ -35,6 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from scorejax._checks import check_positive_int
 from scorejax._compile import combine, jit, partition
 from scorejax.samplers.base import (
+    CHAIN_AXIS,
     RunResult,
     Sampler,
     _check_run_args,
@@ -177,7 +178,7 @@ def _sharded_run(key, sampler, x0, args, start, from_state, memory_fraction, mes
     def block(keys, x0, arrays, start):
         sampler, args = combine(arrays, static)
         one = lambda k, x: _scan(k, sampler, x, args, start, from_state)
-        return jax.vmap(one)(keys, x0)
+        return jax.vmap(one, axis_name=CHAIN_AXIS)(keys, x0)
 
     # check_vma=False: the runner's zero-initialised info accumulator is device-invariant
     # until the first step makes it vary per block; chains never communicate, so there is

@@ -151,3 +151,25 @@ def test_mode_weights_smoke(tmp_path):
     rows = json.loads((tmp_path / "metrics.json").read_text())["rows"]
     assert [r["sampler"] for r in rows] == ["true", "Langevin", "annealed Langevin"]
     assert all(abs(r["weight (-5,-5)"] + r["weight (5,5)"] - 1) < 1e-6 for r in rows)
+
+
+def test_score_sde_2d_smoke(tmp_path):
+    from experiments import score_sde_2d
+
+    cfg = parse_config(
+        score_sde_2d.Config, score_sde_2d.SMOKE, ["--smoke", "--out-dir", str(tmp_path)]
+    )
+    results = score_sde_2d.main(cfg)
+    score_sde_2d.report(results, cfg)
+    names = ["metrics.json", "table.md"]
+    for dataset in cfg.datasets:
+        names += [f"samples_{dataset}.png", f"trajectories_{dataset}.png", f"density_{dataset}.png"]
+    for name in names:
+        assert (tmp_path / name).exists(), name
+    rows = results["samplers"]
+    assert len(rows) == len(cfg.datasets) * len(cfg.sdes) * len(score_sde_2d.METHODS)
+    assert all(r["score_evals"] > 0 for r in rows)
+    sde_rows = [r for r in rows if r["method"] != "ODE"]
+    assert {r["score_evals"] for r in sde_rows} == {cfg.num_score_evals + 1}  # matched
+    for row in results["likelihood"]:
+        assert math.isfinite(row["test_nll"]) and row["data_entropy"] > 0

@@ -53,6 +53,19 @@ class RunResult(NamedTuple):
     info: Any
 
 
+CHAIN_AXIS = "chains"  # the vmap axis of run_chains: a kernel may average over its chains
+
+
+def chain_mean(x: Array) -> Array:
+    """The mean of ``x`` over the chains of the ``run_chains`` call a kernel runs in (its vmap
+    axis ``CHAIN_AXIS``; each device's chains in a sharded run), or ``x`` itself for a chain
+    run alone (``run``, or a ``jax.vmap`` without that axis name)."""
+    try:
+        return jax.lax.pmean(x, CHAIN_AXIS)
+    except NameError:  # no enclosing chain axis
+        return x
+
+
 def count_nonfinite(x: Array) -> Array:
     """Number of NaN or Inf entries of ``x`` (int32), the divergence signal kernels report."""
     return jnp.sum(~jnp.isfinite(x)).astype(jnp.int32)
@@ -317,7 +330,7 @@ def _num_chains(x0_or_state) -> int:
 def _run_many(key, sampler, x0, args, start, from_state, memory_fraction):
     keys = jax.random.split(key, _num_chains(x0))  # chain i's key, whatever the chunk
     one = lambda k, x: _scan(k, sampler, x, args, start, from_state)
-    result = jax.vmap(one)(keys, x0)
+    result = jax.vmap(one, axis_name=CHAIN_AXIS)(keys, x0)
     if not from_state:
         _check_trace_memory(_trace_bytes(result.trace), memory_fraction)
     return result
