@@ -25,7 +25,7 @@ import numpy as np
 
 from scorejax._checks import check_callable, check_positive, check_positive_int
 from scorejax._compile import as_pytree, jit
-from scorejax.sde import SDE, check_sde
+from scorejax.sde import SDE, check_sde, check_time
 from scorejax.types import Array, BoundScoreFn, Key
 
 
@@ -140,6 +140,8 @@ def solve_flow(
       FlowResult(x(t1), solver steps, score evaluations).
     """
     _check_solve(sde, score_fn, rtol, atol, num_steps)
+    check_time("t0", t0, sde)
+    check_time("t1", t1, sde)
     t0, t1 = _times(t0, t1, x)
     return _solve_flow(sde, as_pytree(score_fn), x, t0, t1, rtol, atol, num_steps, solver,
                        max_steps)  # fmt: skip

@@ -176,6 +176,18 @@ BAD = [
         "beta_min must be at most beta_max",
     ),
     (
+        "solve from t0 > 1",
+        lambda: ode.solve_flow(SDES["vp"], lambda x, t: x, jnp.zeros(2), 1.5, 0.5),
+        ValueError,
+        "t0 must lie in [0.001, 1]",
+    ),
+    (
+        "solve to t1 below eps",
+        lambda: ode.solve_flow(SDES["vp"], lambda x, t: x, jnp.zeros(2), 1.0, 0.0),
+        ValueError,
+        "t1 must lie in [0.001, 1]",
+    ),
+    (
         "score not callable",
         lambda: ode.encode(SDES["ve"], None, jnp.zeros(2)),
         TypeError,

@@ -14,6 +14,8 @@ A predictor or a corrector is a plain function of this module's form
 
 so a new one is a new function, not a class. Predictor-only is the paper's "P" sampler, a
 corrector only is annealed Langevin with the signal-to-noise step rule ("C"); both, "PC".
+The corrector's step is the same for every chain of a ``run_chains`` call (its norms are
+averaged over them, ``langevin_corrector``).
 ``sample_sde`` runs one chain from the prior and ends with the Tweedie denoising step;
 ``run_chains`` with ``pc_sampler`` runs many.
 """
