@@ -187,18 +187,18 @@ def main(argv=None):
             print(f"  WARNING: other processes used {foreign:.2f} cores during these rounds "
                   f"(limit {limit:g})", flush=True)  # fmt: skip
         rows += case_rows
-    if not only or "annealed" in only:
-        print("annealed compile time against levels", flush=True)
-        compile_rows = problems.annealed_compile_rows(cfg)
-        for row in compile_rows:
-            print(f"  {row['size']}: {row['compile_s']:.2f}s, {row['hlo_ops']} HLO ops", flush=True)
-        rows += compile_rows
-    if not only or "pc_sampling" in only:
-        print("PC sampler compile time against steps", flush=True)
-        compile_rows = sde_cases.pc_compile_rows(cfg)
-        for row in compile_rows:
-            print(f"  {row['size']}: {row['compile_s']:.2f}s, {row['hlo_ops']} HLO ops", flush=True)
-        rows += compile_rows
+    compile_sweeps = [
+        ("annealed", "annealed compile time against levels", problems.annealed_compile_rows),
+        ("pc_sampling", "PC sampler compile time against steps", sde_cases.pc_compile_rows),
+    ]
+    for problem, title, build in compile_sweeps:
+        if not only or problem in only:
+            print(title, flush=True)
+            compile_rows = build(cfg)
+            for row in compile_rows:
+                print(f"  {row['size']}: {row['compile_s']:.2f}s, {row['hlo_ops']} HLO ops",
+                      flush=True)  # fmt: skip
+            rows += compile_rows
     cpu = monitor.read()
     env["seconds"] = round(time.perf_counter() - start, 1)
     env["load_average_at_end"] = _load_average()

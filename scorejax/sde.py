@@ -154,13 +154,11 @@ class SubVPSDE(NamedTuple):
     beta_max: float = 20.0
     eps: float = 1e-3
 
-    def beta(self, t) -> Array:
-        """beta(t) = beta_min + t (beta_max - beta_min)."""
-        return self.beta_min + t * (self.beta_max - self.beta_min)
-
-    def drift(self, x: Array, t) -> Array:
-        """f(x, t) = -1/2 beta(t) x."""
-        return -0.5 * self.beta(t) * x
+    # VP's beta schedule, drift and prior, shared
+    beta = VPSDE.beta
+    drift = VPSDE.drift
+    prior_sample = VPSDE.prior_sample
+    prior_log_prob = VPSDE.prior_log_prob
 
     def diffusion(self, t) -> Array:
         """g(t) = sqrt(beta(t) (1 - exp(-2 int_0^t beta)))."""
@@ -171,14 +169,6 @@ class SubVPSDE(NamedTuple):
         """(m(t), 1 - m(t)^2) with m(t) = exp(-1/2 int_0^t beta)."""
         log_mean = _vp_log_mean_coeff(self.beta_min, self.beta_max, t)
         return jnp.exp(log_mean), -jnp.expm1(2.0 * log_mean)
-
-    def prior_sample(self, key: Key, shape) -> Array:
-        """Samples of N(0, I) of the given shape."""
-        return jax.random.normal(key, shape)
-
-    def prior_log_prob(self, x: Array) -> Array:
-        """log N(x; 0, I) of one example."""
-        return _gaussian_log_prob(x, 1.0)
 
     def discretize(self, x: Array, t, dt) -> tuple[Array, Array]:
         """Euler-Maruyama: (F, G) = (f(x, t) dt, g(t) sqrt(dt))."""

@@ -153,6 +153,7 @@ def test_mode_weights_smoke(tmp_path):
     assert all(abs(r["weight (-5,-5)"] + r["weight (5,5)"] - 1) < 1e-6 for r in rows)
 
 
+@pytest.mark.slow  # 48 s; the SDE library has its own fast tests
 def test_score_sde_2d_smoke(tmp_path):
     from experiments import score_sde_2d
 

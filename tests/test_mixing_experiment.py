@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from experiments.common import parse_config
 from experiments.mixing import SMOKE, Config, count_switches, main, report
@@ -15,6 +16,7 @@ def test_count_switches_with_hysteresis():
     assert count_switches(np.array([[0.0, 0.2, 0.6, 0.7]])).tolist() == [0]
 
 
+@pytest.mark.slow  # 33 s on 2 cores
 def test_mixing_smoke(tmp_path):
     cfg = parse_config(Config, SMOKE, ["--smoke", "--out-dir", str(tmp_path)])
     metrics = main(cfg)

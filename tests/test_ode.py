@@ -30,7 +30,9 @@ def exact_score(sde, x, t):
     return TARGET.marginal(sde, t).score(x)
 
 
-@pytest.mark.parametrize("name", SDES)
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n != "vp" else n for n in SDES]
+)
 def test_log_likelihood_with_the_exact_score_is_the_analytic_log_density(name):
     """log p_eps(x) = log p_1(z) + delta, with p_1 the exact law at t = 1: the only error
     left is the solver's (rtol = atol = 1e-6 here; bound 1e-3 in log-density)."""
@@ -86,7 +88,7 @@ def test_encode_then_decode_returns_the_point(name):
     np.testing.assert_allclose(roundtrip, POINTS, atol=2e-3)
 
 
-@pytest.mark.parametrize("name", ["ve", "vp"])
+@pytest.mark.parametrize("name", [pytest.param("ve", marks=pytest.mark.slow), "vp"])
 def test_ode_samples_recover_the_mixture(name):
     sde, n = SDES[name], 4000
     score_fn = functools.partial(exact_score, sde)

@@ -22,7 +22,7 @@ TARGET = sj.GaussianMixture(
     scales=jnp.array([0.5, 0.8, 0.4]),
     weights=jnp.array([0.2, 0.5, 0.3]),
 )
-NUM_CHAINS = 10_000
+NUM_CHAINS = 5_000
 
 
 def exact_score(target, sde, x, t):
@@ -51,10 +51,10 @@ def _assert_recovers_target(x):
     assert np.all(error < 4 * se), (error / se).round(1)
 
 
-def _sample(sde, num_steps, **kwargs):
+def _sample(sde, num_steps, num_chains=NUM_CHAINS, **kwargs):
     score_fn = functools.partial(exact_score, TARGET, sde)
     sampler = sj.pc_sampler(sde, score_fn, **kwargs)
-    x_init = sde.prior_sample(jax.random.key(0), (NUM_CHAINS, 2))
+    x_init = sde.prior_sample(jax.random.key(0), (num_chains, 2))
     grid = samplers.reverse_time_grid(sde, num_steps)
     result = sj.run_chains(jax.random.key(1), sampler, x_init, num_steps, schedule=grid)
     x = jax.vmap(lambda v: samplers.denoise_sde(sde, score_fn, v, sde.eps))(result.state.x)
@@ -87,7 +87,10 @@ CONFIGS = {
 
 
 # the full matrix runs with the slow tests; one configuration per predictor runs always
-SLOW = {"ve, Euler-Maruyama", "subvp, Euler-Maruyama", "vp, reverse diffusion", "ve, ancestral"}
+SLOW = {
+    "ve, Euler-Maruyama", "subvp, Euler-Maruyama", "vp, reverse diffusion", "ve, ancestral",
+    "vp, ancestral", "vp, PC, corrector first",
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -111,7 +114,7 @@ def test_per_chain_norms_in_the_corrector_bias_the_weights():
     """Why ``langevin_corrector`` averages its norms over the chains: with each chain's own
     norms the Langevin step depends on the state, which changes the law it leaves invariant;
     in 2-D the mode weights come out wrong by far more than Monte Carlo error."""
-    x = _sample(sdes.VESDE(), 1000, predictor=samplers.reverse_diffusion,
+    x = _sample(sdes.VESDE(), 1000, 10_000, predictor=samplers.reverse_diffusion,
                 corrector=_per_chain_corrector)  # fmt: skip
     stats = _statistics(x)[:, :3]
     se = stats.std(axis=0, ddof=1) / np.sqrt(stats.shape[0])

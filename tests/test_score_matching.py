@@ -312,6 +312,7 @@ def test_quadrature_noised_score_matches_the_closed_form():
     )
 
 
+@pytest.mark.slow  # 48 s on 2 cores
 def test_experiment_smoke_run(tmp_path):
     import json
 

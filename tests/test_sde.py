@@ -52,7 +52,7 @@ def _euler_moments(sde, x0, t_end, num_steps):
 
 
 @pytest.mark.parametrize("name", SDES)
-@pytest.mark.parametrize("t_end", [0.5, 1.0])
+@pytest.mark.parametrize("t_end", [pytest.param(0.5, marks=pytest.mark.slow), 1.0])
 def test_kernel_matches_a_simulation_of_the_forward_sde(name, t_end):
     sde, x0, n, steps = SDES[name], 1.5, 100_000, 400
     x = _simulate(sde, jax.random.key(0), x0, t_end, steps, n)
