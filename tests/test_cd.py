@@ -237,6 +237,7 @@ def test_bad_input_errors():
         ResNetEnergy().init(jax.random.key(0), jnp.zeros(4))
 
 
+@pytest.mark.slow  # an experiment smoke run (20-30 s); its library has fast tests
 def test_ebm_cd_experiment_smoke(tmp_path):
     from experiments import ebm_cd
     from experiments.common import parse_config
@@ -252,6 +253,7 @@ def test_ebm_cd_experiment_smoke(tmp_path):
         assert np.isfinite(run["test_nll"]) and np.isfinite(run["true_nll"])
 
 
+@pytest.mark.slow  # an experiment smoke run (20-30 s); its library has fast tests
 def test_ebm_images_experiment_smoke(tmp_path):
     from experiments import ebm_images
     from experiments.common import parse_config

@@ -203,6 +203,7 @@ def test_bad_input_raises():
         pixel_error(jnp.ones((4, 4)), jnp.ones((2, 2)))
 
 
+@pytest.mark.slow  # an experiment smoke run (20-30 s); its library has fast tests
 def test_experiment_smoke(tmp_path):
     import json
 

@@ -90,6 +90,7 @@ def test_bad_input_raises():
         product_of_experts([Gaussian.energy] * 2)((HORIZONTAL,), jnp.zeros(2))
 
 
+@pytest.mark.slow  # an experiment smoke run (20-30 s); its library has fast tests
 def test_experiment_smoke(tmp_path):
     from experiments.common import parse_config
     from experiments.product_of_experts import SMOKE, Config, main, report

@@ -215,6 +215,7 @@ def test_bad_input_raises():
         train_dbn(jax.random.key(0), jnp.zeros((10, 4)), ())
 
 
+@pytest.mark.slow  # an experiment smoke run (20-30 s); its library has fast tests
 def test_experiment_smoke(tmp_path):
     from experiments.common import parse_config
     from experiments.rbm import SMOKE, Config, main, report
