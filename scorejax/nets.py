@@ -81,20 +81,29 @@ class NoiseConditionalMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, sigma: Array) -> Array:
-        # sigma is a scalar for one example x (D,), or (B,) beside a batch x of shape (B, D)
-        if x.ndim != jnp.ndim(sigma) + 1:
-            raise ValueError(
-                "NoiseConditionalMLP takes a flat example x (D,) with a scalar sigma, or a batch "
-                f"(B, D) with sigma (B,); got x {x.shape} and sigma {jnp.shape(sigma)} (flatten "
-                "images with x.reshape(-1), or use a convolutional network)"
-            )
+        _check_flat("NoiseConditionalMLP", x, sigma, "sigma")
         sigma = jnp.asarray(sigma, jnp.float32)[..., None]
         emb = sigma_embedding(sigma[..., 0], self.num_frequencies)
-        emb = jnp.broadcast_to(emb, (*x.shape[:-1], emb.shape[-1]))
-        out = MLP(self.hidden, x.shape[-1], self.activation, self.dtype)(
-            jnp.concatenate([x, emb], axis=-1)
+        return _mlp_with_embedding(self, x, emb) / sigma
+
+
+def _check_flat(model: str, x: Array, c, name: str) -> None:
+    """A conditional MLP takes one flat example x (D,) with a scalar condition, or a batch
+    (B, D) with conditions (B,)."""
+    if x.ndim != jnp.ndim(c) + 1:
+        raise ValueError(
+            f"{model} takes a flat example x (D,) with a scalar {name}, or a batch (B, D) with "
+            f"{name} (B,); got x {x.shape} and {name} {jnp.shape(c)} (flatten images with "
+            "x.reshape(-1), or use a convolutional network)"
         )
-        return out / sigma
+
+
+def _mlp_with_embedding(module: nn.Module, x: Array, emb: Array) -> Array:
+    """MLP([x, emb]) -> R^D with the module's hidden, activation and dtype, the embedding
+    broadcast over x's batch axis (called inside the module's compact ``__call__``)."""
+    emb = jnp.broadcast_to(emb, (*x.shape[:-1], emb.shape[-1]))
+    mlp = MLP(module.hidden, x.shape[-1], module.activation, module.dtype)
+    return mlp(jnp.concatenate([x, emb], axis=-1))
 
 
 class GaussianFourierFeatures(nn.Module):
@@ -173,19 +182,11 @@ class TimeConditionalMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, t: Array) -> Array:
-        if x.ndim != jnp.ndim(t) + 1:
-            raise ValueError(
-                "TimeConditionalMLP takes a flat example x (D,) with a scalar t, or a batch "
-                f"(B, D) with t (B,); got x {x.shape} and t {jnp.shape(t)} (flatten images "
-                "with x.reshape(-1), or use a convolutional network)"
-            )
+        _check_flat("TimeConditionalMLP", x, t, "t")
         if self.parametrisation is not score_output and self.sde is None:
             raise ValueError(f"{self.parametrisation.__name__} needs the model's sde")
         emb = GaussianFourierFeatures(self.num_features, self.scale)(t)
-        emb = jnp.broadcast_to(emb, (*x.shape[:-1], emb.shape[-1]))
-        out = MLP(self.hidden, x.shape[-1], self.activation, self.dtype)(
-            jnp.concatenate([x, emb], axis=-1)
-        )
+        out = _mlp_with_embedding(self, x, emb)
         return self.parametrisation(self.sde, out, x, jnp.asarray(t, jnp.float32))
 
 
