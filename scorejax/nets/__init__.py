@@ -1,0 +1,49 @@
+"""Flax Linen networks and the one seam between a module and the rest of scorejax.
+
+``apply_fn(model)`` is the only bridge (docs/design.md §10): it returns
+``fn(params, x, *args) = model.apply(params, x, *args)`` in the library's one-example form,
+so losses and samplers never import Flax. Parameters are a plain pytree.
+
+Every module takes ``dtype``, the computation dtype (``jnp.bfloat16`` for mixed precision);
+parameters stay float32 (``param_dtype``) and outputs are cast back to float32.
+
+Modules: ``mlp`` (flat data), ``convnets`` (image energies), ``unet`` (image scores),
+``classifier`` (the in-project digit classifier of the sample-quality metrics),
+``conditioning`` (embeddings of sigma and t, output parametrisations), ``apply`` (the seam).
+"""
+
+from scorejax.nets.apply import apply_fn, mixed_precision
+from scorejax.nets.conditioning import (
+    GaussianFourierFeatures,
+    data_output,
+    epsilon_output,
+    score_output,
+    sigma_embedding,
+    std_scaled_output,
+)
+from scorejax.nets.convnets import ResNetEnergy, spectral_normalise
+from scorejax.nets.mlp import (
+    MLP,
+    MLPEnergy,
+    MLPScore,
+    NoiseConditionalMLP,
+    TimeConditionalMLP,
+)
+
+__all__ = [
+    "MLP",
+    "GaussianFourierFeatures",
+    "MLPEnergy",
+    "MLPScore",
+    "NoiseConditionalMLP",
+    "ResNetEnergy",
+    "TimeConditionalMLP",
+    "apply_fn",
+    "data_output",
+    "epsilon_output",
+    "mixed_precision",
+    "score_output",
+    "sigma_embedding",
+    "spectral_normalise",
+    "std_scaled_output",
+]
