@@ -7,6 +7,7 @@ For an energy-parameterised model pass ``score_fn=score_from_energy(energy_fn)``
 same losses then train E through its score -grad_x E.
 """
 
+import math
 from collections.abc import Callable
 
 import jax
@@ -33,6 +34,58 @@ def geometric_sigmas(sigma_max: float, sigma_min: float, num_levels: int) -> Arr
     if not sigma_max > sigma_min:
         raise ValueError(f"sigma_max must exceed sigma_min, got {sigma_max} <= {sigma_min}")
     return jnp.asarray(np.geomspace(sigma_max, sigma_min, num_levels), dtype=jnp.float32)
+
+
+def largest_pairwise_distance(data, chunk_size: int = 1024) -> float:
+    """max_ij ||x_i - x_j||, NCSNv2's choice of sigma_1 (Song & Ermon 2020, Technique 1: the
+    largest noise level should be as large as the largest pairwise distance of the training
+    data, so that the noised data forget the data's clusters). Exact, in float64, a chunk of
+    rows at a time on the host (O(N^2 D) work, O(chunk N) memory).
+
+    Args:
+      data: (N, ...) training examples, N >= 2.
+      chunk_size: rows per block of the distance matrix.
+    """
+    x = np.asarray(data, np.float64).reshape(np.shape(data)[0], -1)
+    if x.shape[0] < 2:
+        raise ValueError(f"data must hold at least 2 examples, got shape {np.shape(data)}")
+    chunk_size = check_positive_int("chunk_size", chunk_size)
+    sq = np.sum(x**2, axis=1)
+    best = 0.0
+    for start in range(0, x.shape[0], chunk_size):
+        block = x[start : start + chunk_size]
+        d2 = sq[start : start + chunk_size, None] + sq[None, :] - 2.0 * block @ x.T
+        best = max(best, float(np.max(d2)))
+    return float(np.sqrt(max(best, 0.0)))
+
+
+def ncsnv2_sigmas(sigma_max: float, sigma_min: float, dim: int) -> Array:
+    """The geometric ladder of NCSNv2's Technique 2 (Song & Ermon 2020, Section 4.2): the
+    ratio gamma = sigma_(i-1) / sigma_i solves
+
+        Phi(sqrt(2D) (gamma - 1) + 3 gamma) - Phi(sqrt(2D) (gamma - 1) - 3 gamma) = 1/2,
+
+    so that a sample of N(0, sigma_(i-1)^2 I) lies, with probability 1/2, within three
+    standard deviations of the typical radius sigma_i sqrt(D) of the next level (D the data's
+    dimension; Phi the standard normal CDF). L is the smallest number of levels whose ratio is
+    at most gamma; the ladder runs from ``sigma_max`` down to ``sigma_min``.
+    """
+    check_positive("sigma_max", sigma_max)
+    check_positive("sigma_min", sigma_min)
+    dim = check_positive_int("dim", dim)
+    if not sigma_max > sigma_min:
+        raise ValueError(f"sigma_max must exceed sigma_min, got {sigma_max} <= {sigma_min}")
+    phi = lambda u: 0.5 * (1.0 + math.erf(u / math.sqrt(2.0)))
+    root = math.sqrt(2.0 * dim)
+    mass = lambda g: phi(root * (g - 1) + 3 * g) - phi(root * (g - 1) - 3 * g)
+    low, high = 1.0, 2.0  # mass falls from 1 at gamma = 1 as gamma grows
+    while mass(high) > 0.5:
+        high *= 2.0
+    for _ in range(100):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if mass(mid) > 0.5 else (low, mid)
+    num_levels = max(2, math.ceil(math.log(sigma_max / sigma_min) / math.log(low)) + 1)
+    return geometric_sigmas(sigma_max, sigma_min, num_levels)
 
 
 def _check_batch(batch, name: str = "batch") -> None:

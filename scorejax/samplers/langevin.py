@@ -127,6 +127,49 @@ def annealed_step_sizes(sigmas: Array, step_size, num_steps_per_level: int):
     )
 
 
+def ncsnv2_step_size(sigmas: Array, num_steps_per_level: int) -> float:
+    """NCSNv2's step size for annealed Langevin (Song & Ermon 2020, Technique 4).
+
+    With step sizes h_i = eps sigma_i^2 / sigma_L^2 (``annealed_step_sizes``, update
+    x + h s + sqrt(2 h) z, NCSNv2's alpha_i = h_i) and T steps per level, Langevin started
+    from a sample of level i - 1 and run on an exact Gaussian score ends with variance s_T^2:
+
+        s_T^2 / sigma_i^2 = (1 - eps/sigma_L^2)^(2T) (gamma^2 - 2 eps / (sigma_L^2 - sigma_L^2
+                            (1 - eps/sigma_L^2)^2)) + 2 eps / (sigma_L^2 - sigma_L^2
+                            (1 - eps/sigma_L^2)^2)                         (their Eq. 4)
+
+    with gamma = sigma_(i-1) / sigma_i the ladder's ratio. The ratio exceeds 1 for every eps
+    in (0, sigma_L^2) (it mixes gamma^2 and 1 / (1 - eps / (2 sigma_L^2))), so "as close to 1
+    as possible" is its minimum, found here by golden-section search in log eps.
+
+    Args:
+      sigmas: (L,) decreasing geometric ladder (gamma is read from its first two levels).
+      num_steps_per_level: T.
+
+    Returns:
+      eps, the ``step_size`` of ``annealed_step_sizes`` / ``annealed_langevin``.
+    """
+    check_decreasing("sigmas", sigmas)
+    num_steps_per_level = check_positive_int("num_steps_per_level", num_steps_per_level)
+    sigmas = np.asarray(sigmas, np.float64)
+    if sigmas.shape[0] < 2:
+        raise ValueError(f"sigmas must hold at least 2 levels, got {sigmas.shape[0]}")
+    gamma, var = sigmas[0] / sigmas[1], sigmas[-1] ** 2
+
+    def ratio(log_eps):
+        eps = np.exp(log_eps)
+        x = 1.0 - eps / var
+        stationary = 2.0 * eps / (var - var * x**2)
+        return x ** (2 * num_steps_per_level) * (gamma**2 - stationary) + stationary
+
+    low, high = np.log(var) - 40.0, np.log(var)  # eps in (0, sigma_L^2)
+    golden = (np.sqrt(5.0) - 1.0) / 2.0
+    for _ in range(200):
+        a, b = high - golden * (high - low), low + golden * (high - low)
+        low, high = (low, b) if ratio(a) < ratio(b) else (a, high)
+    return float(np.exp(0.5 * (low + high)))
+
+
 def tweedie_denoise(score_fn: BoundScoreFn, x: Array, sigma) -> Array:
     """The final denoising step x + sigma^2 s(x, sigma): Tweedie's formula for E[x_0 | x]
     under x = x_0 + sigma z (Efron 2011; Song & Ermon 2020, Appendix C.2;
