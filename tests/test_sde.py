@@ -209,6 +209,48 @@ def test_sde_dsm_loss_with_the_exact_score_equals_its_closed_form(case):
     assert abs(values.mean() - _closed_form_loss(sde, weighting)) < 4 * se
 
 
+@pytest.mark.parametrize("sde", [sdes.VESDE(), sdes.VPSDE(), sdes.SubVPSDE()], ids=str)
+def test_importance_sampled_likelihood_loss_is_unbiased_and_less_variable(sde):
+    """At the paper's eps the likelihood-weighted integrand grows like 1/t; importance
+    sampling of t keeps the closed-form expectation and cuts the estimate's variance (the
+    measured reduction is 4x for VP to 600x for VE; asserted: at least 2x)."""
+    score_fn = functools.partial(_gaussian_data_score, sde)
+    values = {}
+    for importance in (False, True):
+        loss = functools.partial(
+            sj.sde_dsm_loss,
+            score_fn=score_fn,
+            sde=sde,
+            weighting=sdes.likelihood_weighting,
+            importance=importance,
+        )
+
+        @jax.jit
+        def one(key, loss=loss):
+            key_data, key_loss = jax.random.split(key)
+            batch = DATA_MEAN + DATA_STD * jax.random.normal(key_data, (2_000, 3))
+            return loss(None, key_loss, batch)
+
+        keys = jax.random.split(jax.random.key(11), 200)
+        values[importance] = np.asarray(jax.vmap(one)(keys), np.float64)
+    is_values = values[True]
+    se = is_values.std(ddof=1) / np.sqrt(is_values.size)
+    assert abs(is_values.mean() - _closed_form_loss(sde, sdes.likelihood_weighting)) < 4 * se
+    assert is_values.var(ddof=1) < values[False].var(ddof=1) / 2
+
+
+def test_importance_times_density_is_the_samplers_density():
+    """q is the density of the draws: E_q[f(t) / q(t)] = int_eps^1 f dt for f = 1 and f = t
+    (within 4 standard errors), and every draw lies in [eps, 1]."""
+    sde = sdes.VPSDE()
+    t, q = sj.losses.importance_times(jax.random.key(0), sde, 40_000)
+    t, q = np.asarray(t, np.float64), np.asarray(q, np.float64)
+    assert t.min() >= sde.eps * (1 - 1e-6) and t.max() <= 1.0
+    for f, integral in ((np.ones_like(t), 1 - sde.eps), (t, (1 - sde.eps**2) / 2)):
+        ratio = f / q
+        assert abs(ratio.mean() - integral) < 4 * ratio.std(ddof=1) / np.sqrt(t.size)
+
+
 def test_sde_dsm_loss_is_the_same_under_jit_and_with_a_traced_sde():
     sde = sdes.VPSDE()
     batch = jax.random.normal(jax.random.key(0), (64, 3))
