@@ -196,6 +196,15 @@ def sde_dsm_loss(
     if not callable(weighting):
         raise TypeError(f"weighting must be a function weighting(sde, t), got {weighting!r}")
     _check_score(score_fn, params, batch, jnp.ones((), batch.dtype))
+    scores_at = lambda x_t, t: jax.vmap(score_fn, in_axes=(None, 0, 0))(params, x_t, t)
+    return sde_dsm_terms(key, batch, scores_at, sde, weighting, importance)
+
+
+def sde_dsm_terms(key: Key, batch: Array, scores_at: Callable, sde: SDE,
+                  weighting=std_weighting, importance: bool = False) -> Array:  # fmt: skip
+    """The Monte Carlo estimate of ``sde_dsm_loss`` given ``scores_at(x_t, t) -> (B, ...)``,
+    the model's scores of the whole noised batch: the one place the loss is computed, shared
+    by the unconditional loss and the class-conditional one of ``guidance``."""
     key_t, key_z = jax.random.split(key)
     if importance:
         t, density = importance_times(key_t, sde, batch.shape[0], batch.dtype)
@@ -207,8 +216,7 @@ def sde_dsm_loss(
     shape = (-1,) + (1,) * (batch.ndim - 1)
     z = jax.random.normal(key_z, batch.shape, batch.dtype)
     x_t = mean.reshape(shape) * batch + std.reshape(shape) * z
-    scores = jax.vmap(score_fn, in_axes=(None, 0, 0))(params, x_t, t)
-    residual = (scores + z / std.reshape(shape)).reshape(batch.shape[0], -1)
+    residual = (scores_at(x_t, t) + z / std.reshape(shape)).reshape(batch.shape[0], -1)
     return 0.5 * jnp.mean(lam * jnp.sum(residual**2, axis=-1))
 
 
