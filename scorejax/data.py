@@ -70,13 +70,18 @@ def sample_unequal_mixture(key: Key, n: int) -> Array:
 
 def sample_two_moons(key: Key, n: int, noise: float = 0.1) -> Array:
     """Two interleaved half circles with Gaussian noise, centred near the origin."""
+    return labelled_two_moons(key, n, noise)[0]
+
+
+def labelled_two_moons(key: Key, n: int, noise: float = 0.1) -> tuple[Array, Array]:
+    """``sample_two_moons`` with each point's moon as its label (0 upper, 1 lower): (x, labels)."""
     key_side, key_angle, key_noise = jax.random.split(key, 3)
     side = jax.random.bernoulli(key_side, 0.5, (n,))
     t = jax.random.uniform(key_angle, (n,), maxval=jnp.pi)
     upper = jnp.stack([jnp.cos(t), jnp.sin(t)], axis=1)
     lower = jnp.stack([1.0 - jnp.cos(t), 0.5 - jnp.sin(t)], axis=1)
     x = jnp.where(side[:, None], upper, lower) - jnp.array([0.5, 0.25])
-    return 2.0 * x + noise * jax.random.normal(key_noise, (n, 2))
+    return 2.0 * x + noise * jax.random.normal(key_noise, (n, 2)), (~side).astype(jnp.int32)
 
 
 def sample_swiss_roll(key: Key, n: int, noise: float = 0.1) -> Array:

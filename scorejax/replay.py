@@ -149,6 +149,7 @@ def make_cd_train_step(
     energy_limit: float = 1e4,
     ema_decay: float = 0.999,
     unroll: int = 1,
+    supervised_loss: Callable | None = None,
 ):
     """The contrastive-divergence train step: CD-k, short-run MCMC or persistent CD.
 
@@ -190,6 +191,10 @@ def make_cd_train_step(
         inside a loop body run several times slower than unrolled ones, so for conv
         energies on CPU pass ``unroll=num_mcmc_steps`` (and call the step outside ``fit``'s
         scan, or with ``steps_per_call=1``).
+      supervised_loss: ``supervised_loss(params, key, (x, labels)) -> scalar`` added to the
+        CD loss, for a hybrid model trained on labelled batches ``(x, labels)`` (the chains
+        use x): JEM's cross-entropy (``jem``). Its value is in the metrics as
+        ``supervised_loss``.
 
     Returns:
       ``train_step(state, key, batch) -> (state, metrics)`` with metrics loss, grad_norm,
@@ -210,13 +215,18 @@ def make_cd_train_step(
     if persistent:
         _check_reinit(reinit_fraction, noise_fn)
     loss_fn = partial(cd_loss, energy_fn=energy_fn, alpha=alpha)
+    if supervised_loss is not None:
+        if not callable(supervised_loss):
+            raise TypeError(f"supervised_loss must be a function, got {supervised_loss!r}")
+        loss_fn = partial(_with_supervised, loss_fn, supervised_loss)
     inner = make_train_step(loss_fn, optimizer, ema_decay=ema_decay, has_aux=True)
 
     def negatives_from(key, params, x0):
         return _negatives(key, params, make_sampler, x0, num_mcmc_steps, clip_range, unroll)
 
-    def train_step(state: TrainState, key: Key, batch: Array):
+    def train_step(state: TrainState, key: Key, batch):
         key_start, key_chain, key_restart, key_loss = jax.random.split(key, 4)
+        positives = batch if supervised_loss is None else batch[0]
         if persistent:
             if not isinstance(state.extra, ReplayBuffer):
                 raise ValueError(
@@ -225,10 +235,10 @@ def make_cd_train_step(
                     "extra=replay_init(...))"
                 )
             x0, indices, is_reinit = replay_sample(
-                key_start, state.extra, batch.shape[0], noise_fn, reinit_fraction
+                key_start, state.extra, positives.shape[0], noise_fn, reinit_fraction
             )
         else:
-            x0 = batch if noise_fn is None else noise_fn(key_start, batch.shape[0])
+            x0 = positives if noise_fn is None else noise_fn(key_start, positives.shape[0])
         negatives, info = negatives_from(key_chain, state.params, x0)
         state, metrics = inner(state, key_loss, (batch, negatives))
         metrics = {**_diagnostics(metrics, negatives, energy_limit), **info}
@@ -243,3 +253,12 @@ def make_cd_train_step(
         return state, metrics
 
     return train_step
+
+
+def _with_supervised(cd, supervised, params, key, batch):
+    """cd_loss on (x, negatives) plus the supervised term on (x, labels)."""
+    (x, labels), negatives = batch
+    key_cd, key_supervised = jax.random.split(key)
+    loss, aux = cd(params, key_cd, (x, negatives))
+    extra = supervised(params, key_supervised, (x, labels))
+    return loss + extra, {**aux, "supervised_loss": extra}
