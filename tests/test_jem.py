@@ -101,3 +101,36 @@ def test_bad_input():
     with pytest.raises(ValueError, match="step_size"):
         jem.make_jem_train_step(LOGITS, optax.sgd(0.1), replay.uniform_noise(0, 1, (2,)),
                                 step_size=-1.0)  # fmt: skip
+
+
+def test_ece_of_a_calibrated_predictor_is_near_zero_and_of_an_overconfident_one_is_not():
+    """Labels drawn from the predicted probabilities: calibrated by construction, ECE within
+    its sampling error of 0 (per bin |acc - conf| is about sqrt(conf (1 - conf) / n_b), so
+    ECE <= sum_b n_b/N * 4 sqrt(1/(4 n_b))); a predictor reporting 0.99 on 70%-accurate
+    answers has ECE 0.29."""
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=20_000)
+    labels = np.array([rng.choice(4, p=p) for p in probs])
+    ece, bins = sj.metrics.expected_calibration_error(probs, labels)
+    bound = np.sum(bins["count"] / len(labels) * 4 * np.sqrt(0.25 / np.maximum(bins["count"], 1)))
+    assert ece < bound and bound < 0.05
+    confident = np.full((1000, 2), 0.01)
+    confident[:, 0] = 0.99
+    truth = (np.arange(1000) >= 700).astype(int)  # the argmax (0) is right 70% of the time
+    ece, _ = sj.metrics.expected_calibration_error(confident, truth)
+    assert ece == pytest.approx(0.29, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_jem_experiment_smoke(tmp_path):
+    import dataclasses
+    import json
+
+    from experiments import jem as experiment
+
+    cfg = dataclasses.replace(experiment.Config(), **experiment.SMOKE, out_dir=str(tmp_path))
+    experiment.report(experiment.main(cfg), cfg)
+    rows = json.loads((tmp_path / "metrics.json").read_text())["models"]
+    assert [row["model"] for row in rows] == ["classifier", "JEM"]
+    for name in ("table.md", "reliability.png", "class_samples.png", "moons_energy.png"):
+        assert (tmp_path / name).stat().st_size > 0

@@ -1,0 +1,78 @@
+"""A LeNet-size digit classifier, the feature extractor of the offline sample-quality metrics.
+
+No Inception network can be downloaded here, so ``scorejax.quality`` trains this small
+convolutional classifier on the training split of the digits and measures samples on its
+penultimate features (``DigitClassifier.features``) and class probabilities.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from scorejax.types import Array
+
+
+class DigitClassifier(nn.Module):
+    """LeNet-style convolutional classifier of single-channel digits (LeCun et al. 1998).
+
+    LeNet-5's layout (two convolutions, each followed by 2x2 average subsampling, then dense
+    layers), at slightly larger widths, with ReLU and 3x3 kernels:
+
+        x -> conv3x3(widths[0]) -> relu -> avgpool2 -> conv3x3(widths[1]) -> relu -> avgpool2
+          -> flatten -> dense(feature_dim) -> relu  (the features)  -> dense(num_classes)
+          (the logits)
+
+    'SAME' padding, so 28x28 images go 28 -> 14 -> 7 and 8x8 images 8 -> 4 -> 2. About 0.2M
+    parameters at 28x28 and 31k at 8x8 by default. 3x3 kernels and average pooling (LeNet's
+    own subsampling) rather than 5x5 and max pooling: on XLA's CPU backend 5x5 kernels on
+    one input channel and max pooling's gradient (select-and-scatter) cost several times
+    more per step, for no accuracy that matters here. x is one
+    image (H, W) or a batch (B, H, W) (a trailing channel axis of size 1 is accepted too);
+    the output has a leading batch axis exactly when the input has one.
+
+    ``model.apply(params, x)`` gives the logits, ``model.apply(params, x,
+    method=DigitClassifier.features)`` the penultimate features (what the Fréchet
+    distance, KID and precision/recall are computed on) and ``method=
+    DigitClassifier.features_and_logits`` both from one pass.
+    """
+
+    widths: Sequence[int] = (16, 32)
+    feature_dim: int = 128
+    num_classes: int = 10
+    dtype: Any = None
+
+    def setup(self):
+        conv = lambda width: nn.Conv(
+            width, (3, 3), padding="SAME", dtype=self.dtype, param_dtype=jnp.float32
+        )
+        self.convs = [conv(width) for width in self.widths]
+        self.hidden = nn.Dense(self.feature_dim, dtype=self.dtype, param_dtype=jnp.float32)
+        self.head = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32)
+
+    def _as_batch(self, x: Array) -> tuple[Array, bool]:
+        if x.ndim in (3, 4) and x.shape[-1] == 1:
+            x = x[..., 0]
+        if x.ndim not in (2, 3):
+            raise ValueError(f"x must be one image (H, W) or a batch (B, H, W), got {x.shape}")
+        single = x.ndim == 2
+        return (x[None] if single else x)[..., None], single
+
+    def features_and_logits(self, x: Array) -> tuple[Array, Array]:
+        """(features, logits): the penultimate activations (feature_dim,) and the logits."""
+        h, single = self._as_batch(x)
+        for conv in self.convs:
+            h = nn.avg_pool(nn.relu(conv(h)), (2, 2), strides=(2, 2), padding="SAME")
+        h = nn.relu(self.hidden(h.reshape(h.shape[0], -1)))
+        logits = self.head(h)
+        h, logits = h.astype(jnp.float32), logits.astype(jnp.float32)
+        return (h[0], logits[0]) if single else (h, logits)
+
+    def features(self, x: Array) -> Array:
+        """The penultimate features, (feature_dim,) per image."""
+        return self.features_and_logits(x)[0]
+
+    def __call__(self, x: Array) -> Array:
+        """The logits, (num_classes,) per image."""
+        return self.features_and_logits(x)[1]
