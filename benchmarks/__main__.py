@@ -60,6 +60,8 @@ TARGETS = [
     ("sde_likelihood", "64 points x 784 dims", "scipy_host_loop", 3.0,
      "ODE likelihood, 784 dims, Hutchinson >= 3x scipy host loop"),
     ("pc_sampling", "10000 chains", "torch_eager", 2.0, "CPU: PC sampling, 1e4 chains >= 2x torch"),
+    ("unet_train", "batch 128", "torch_eager", 1.0,
+     "CPU: U-Net DSM training, batch 128 >= 1x torch"),
 ]  # fmt: skip
 
 

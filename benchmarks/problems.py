@@ -46,6 +46,7 @@ Problems (sizes in ``sizes(quick)``):
 - mala / hmc: on the mixture, against blackjax (5 leapfrog steps for HMC).
 - dsm_train / ncsn_train: ``fit`` (Adam, EMA) on fresh mixture batches.
 - sm_cost: exact SM against SSM against DSM, MLP score in D dimensions.
+- unet_train: NCSN training of the image U-Net, batch 128 of 28x28 (``image_cases``).
 """
 
 import contextlib
@@ -59,7 +60,7 @@ import numpy as np
 import optax
 
 import scorejax as sj
-from benchmarks import sde_cases, torch_ref
+from benchmarks import image_cases, sde_cases, torch_ref
 from benchmarks.harness import BestOf, Case, Prepared, Skip, in_worker, usable_cpus
 
 STEP_SIZE = 0.01
@@ -84,6 +85,7 @@ def sizes(quick: bool) -> dict:
             annealed_steps=5, mcmc_steps=100, batches=[512], train_steps=50, sm_dims=[2, 64],
             sm_steps=20, repeats=5, annealed_levels=[10, 200], chain_budget=2e6,
             likelihood_sizes=[(200, 2, False)], pc_steps=20, pc_compile_steps=[100, 1000],
+            unet_batch=128, unet_steps=1, unet_images=512,
         )  # fmt: skip
     return dict(
         chains=[100, 1_000, 10_000, 100_000, 1_000_000], mixture_steps=1000, mlp_steps=1000,
@@ -91,7 +93,7 @@ def sizes(quick: bool) -> dict:
         batches=[512, 65_536], train_steps=200, sm_dims=[2, 16, 64, 256, 1024], sm_steps=100,
         repeats=5, annealed_levels=[10, 50, 200], chain_budget=5e6,
         likelihood_sizes=[(1000, 2, False), (64, 784, True)], pc_steps=200,
-        pc_compile_steps=[100, 1000, 4000],
+        pc_compile_steps=[100, 1000, 4000], unet_batch=128, unet_steps=5, unet_images=5000,
     )  # fmt: skip
 
 
@@ -608,6 +610,7 @@ CASES = {
     "sm_cost": lambda cfg, quick: sm_cost_cases(cfg),
     "sde_likelihood": lambda cfg, quick: sde_cases.likelihood_cases(cfg),
     "pc_sampling": lambda cfg, quick: sde_cases.pc_cases(cfg, _torch),
+    "unet_train": lambda cfg, quick: image_cases.unet_cases(cfg, _fit_factory, _torch, quick),
 }
 
 

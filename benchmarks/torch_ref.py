@@ -294,3 +294,143 @@ def describe() -> dict:
     if torch is None:
         return {"torch": None}
     return {"torch": torch.__version__, "torch_default_threads": torch.get_num_threads()}
+
+
+def _groups(width, max_groups=32, min_group_size=4):
+    """GroupNorm's group count, as ``nets.unet.num_groups``."""
+    limit = max(1, min(max_groups, width // min_group_size))
+    return max(g for g in range(1, limit + 1) if width % g == 0)
+
+
+class _ResidualBlock(nn.Module if torch is not None else object):
+    """(shortcut(x) + conv(silu(GN(conv(silu(GN(x))) + Dense(silu(emb)))))) / sqrt(2)."""
+
+    def __init__(self, width_in, width, emb_dim):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(width_in), width_in)
+        self.conv1 = nn.Conv2d(width_in, width, 3, padding=1)
+        self.dense = nn.Linear(emb_dim, width)
+        self.norm2 = nn.GroupNorm(_groups(width), width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.shortcut = nn.Conv2d(width_in, width, 1) if width_in != width else nn.Identity()
+
+    def forward(self, x, emb):
+        h = self.conv1(nn.functional.silu(self.norm1(x)))
+        h = h + self.dense(nn.functional.silu(emb))[:, :, None, None]
+        h = self.conv2(nn.functional.silu(self.norm2(h)))
+        return (self.shortcut(x) + h) / math.sqrt(2.0)
+
+
+class _SelfAttention(nn.Module if torch is not None else object):
+    """Single-head self-attention over the pixels, as ``nets.unet.SelfAttention``."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.norm = nn.GroupNorm(_groups(width), width)
+        self.q, self.k, self.v, self.out = (nn.Linear(width, width) for _ in range(4))
+
+    def forward(self, x):
+        h = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+        logits = self.q(h) @ self.k(h).transpose(1, 2) / math.sqrt(x.shape[1])
+        weights = torch.softmax(logits, dim=-1)
+        h = self.out(weights @ self.v(h)).transpose(1, 2).reshape(x.shape)
+        return (x + h) / math.sqrt(2.0)
+
+
+class UNet(nn.Module if torch is not None else object):
+    """``nets.UNet`` in PyTorch (NCHW): the same layers, widths and parameter count, with
+    ``sde=None`` (Gaussian Fourier features of log sigma) and the output divided by sigma."""
+
+    def __init__(self, widths=(32, 64, 64), blocks_per_level=1, attention=True, channels=1,
+                 num_features=16, scale=16.0):  # fmt: skip
+        super().__init__()
+        emb_dim = 4 * widths[0]
+        # the Fourier frequencies count as parameters in scorejax's tree: here too, untrained
+        self.w = nn.Parameter(scale * torch.randn(num_features), requires_grad=False)
+        self.embed = nn.Sequential(nn.Linear(2 * num_features, emb_dim), nn.SiLU(),
+                                   nn.Linear(emb_dim, emb_dim))  # fmt: skip
+        self.conv_in = nn.Conv2d(channels, widths[0], 3, padding=1)
+        self.down, width = nn.ModuleList(), widths[0]
+        for w in widths:
+            blocks = []
+            for _ in range(blocks_per_level):
+                blocks.append(_ResidualBlock(width, w, emb_dim))
+                width = w
+            self.down.append(nn.ModuleList(blocks))
+        self.attention = _SelfAttention(width) if attention else None
+        self.upsample, self.up = nn.ModuleList(), nn.ModuleList()
+        for level in reversed(range(len(widths) - 1)):
+            self.upsample.append(nn.Conv2d(width, width, 3, padding=1))
+            blocks, width = [], width + widths[level]
+            for _ in range(blocks_per_level):
+                blocks.append(_ResidualBlock(width, widths[level], emb_dim))
+                width = widths[level]
+            self.up.append(nn.ModuleList(blocks))
+        self.norm_out = nn.GroupNorm(_groups(width), width)
+        self.conv_out = nn.Conv2d(width, channels, 3, padding=1)
+
+    def forward(self, x, sigma):
+        angles = 2 * math.pi * torch.log(sigma)[:, None] * self.w
+        emb = self.embed(torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1))
+        h, skips = self.conv_in(x), []
+        for level, blocks in enumerate(self.down):
+            if level > 0:
+                h = nn.functional.avg_pool2d(h, 2)
+            for block in blocks:
+                h = block(h, emb)
+            skips.append(h)
+        if self.attention is not None:
+            h = self.attention(h)
+        for upsample, blocks, skip in zip(self.upsample, self.up, reversed(skips[:-1]),
+                                          strict=True):  # fmt: skip
+            h = upsample(nn.functional.interpolate(h, scale_factor=2, mode="nearest"))
+            h = torch.cat([h, skip], dim=1)
+            for block in blocks:
+                h = block(h, emb)
+        out = self.conv_out(nn.functional.silu(self.norm_out(h)))
+        return out / sigma[:, None, None, None]
+
+
+def unet_parameter_count(widths, blocks_per_level=1, attention=True, channels=1) -> int:
+    """The number of scalars in ``UNet``'s parameters (for the equal-size check)."""
+    _require()
+    net = UNet(widths, blocks_per_level, attention, channels)
+    return sum(p.numel() for p in net.parameters())
+
+
+def unet_train(images, batch_size, num_steps, sigmas, widths=(32, 64, 64), blocks_per_level=1,
+               attention=True, ema_decay=0.999):  # fmt: skip
+    """NCSN training of ``UNet`` on images (N, C, H, W): per step a batch drawn with
+    replacement, one level of the ``sigmas`` ladder per image, the loss
+    1/2 ||sigma s(x + sigma z, sigma) + z||^2 summed over pixels and averaged over the batch
+    (``losses.ncsn_loss``), one Adam step and the EMA update, as ``training.fit`` does."""
+    _require()
+    dev = _device()
+    data = torch.tensor(np.asarray(images), device=dev)
+    net = UNet(widths, blocks_per_level, attention, data.shape[1]).to(dev)
+    params = [p for p in net.parameters() if p.requires_grad]
+    ema = [p.detach().clone() for p in params]
+    optimizer = torch.optim.Adam(params, lr=1e-3)
+    ladder = torch.tensor(np.asarray(sigmas), device=dev)
+
+    def loss_fn(x):
+        s = ladder[torch.randint(0, len(ladder), (x.shape[0],), device=dev)]
+        z = torch.randn_like(x)
+        scores = net(x + s[:, None, None, None] * z, s)
+        residual = (s[:, None, None, None] * scores + z).flatten(1)
+        return 0.5 * (residual**2).sum(-1).mean()
+
+    def call():
+        for _ in range(num_steps):
+            batch = data[torch.randint(0, data.shape[0], (batch_size,), device=dev)]
+            loss = loss_fn(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                torch._foreach_mul_(ema, ema_decay)
+                torch._foreach_add_(ema, params, alpha=1 - ema_decay)
+        _sync()
+        return loss.item()
+
+    return call

@@ -12,7 +12,8 @@ Modules: ``mlp`` (flat data), ``convnets`` (image energies), ``unet`` (image sco
 ``conditioning`` (embeddings of sigma and t, output parametrisations), ``apply`` (the seam).
 """
 
-from scorejax.nets.apply import apply_fn, mixed_precision
+from scorejax.nets.apply import apply_fn, flops, mixed_precision, parameter_count
+from scorejax.nets.classifier import DigitClassifier
 from scorejax.nets.conditioning import (
     GaussianFourierFeatures,
     data_output,
@@ -29,19 +30,32 @@ from scorejax.nets.mlp import (
     NoiseConditionalMLP,
     TimeConditionalMLP,
 )
+from scorejax.nets.unet import (
+    CPU_WIDTHS,
+    DIGITS_WIDTHS,
+    GPU_WIDTHS,
+    UNet,
+)
 
 __all__ = [
+    "CPU_WIDTHS",
+    "DIGITS_WIDTHS",
+    "GPU_WIDTHS",
     "MLP",
+    "DigitClassifier",
     "GaussianFourierFeatures",
     "MLPEnergy",
     "MLPScore",
     "NoiseConditionalMLP",
     "ResNetEnergy",
     "TimeConditionalMLP",
+    "UNet",
     "apply_fn",
     "data_output",
     "epsilon_output",
+    "flops",
     "mixed_precision",
+    "parameter_count",
     "score_output",
     "sigma_embedding",
     "spectral_normalise",

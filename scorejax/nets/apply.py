@@ -3,13 +3,17 @@
 ``apply_fn(model)`` is the only bridge (docs/design.md §10): it returns
 ``fn(params, x, *args) = model.apply(params, x, *args)`` in the
 library's one-example form, so losses and samplers never import Flax. Parameters are a
-plain pytree.
+plain pytree. ``parameter_count`` and ``flops`` measure a network's size and cost.
 """
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from scorejax.types import EnergyFn, ScoreFn
 
@@ -46,3 +50,27 @@ def mixed_precision(model: nn.Module, dtype: Any = jnp.bfloat16) -> nn.Module:
     if not hasattr(model, "dtype"):
         raise ValueError(f"model must have a dtype field, got {type(model).__name__}")
     return model.clone(dtype=dtype)
+
+
+def parameter_count(params) -> int:
+    """The number of scalars in a parameter pytree (every leaf, trainable or not); leaves may
+    be arrays or shapes (``jax.eval_shape(model.init, ...)`` counts without computing)."""
+    return int(sum(math.prod(np.shape(leaf)) for leaf in jax.tree_util.tree_leaves(params)))
+
+
+def flops(fn: Callable, *args) -> float:
+    """Floating-point operations of one call ``fn(*args)``, from XLA's cost analysis of the
+    compiled program (``jax.jit(fn).lower(*args).compile().cost_analysis()``).
+
+    XLA counts what it compiles: a multiply-add is 2 flops, elementwise operations count
+    too, and fused or simplified work is counted as compiled. NaN where the backend gives
+    no estimate (the analysis is None, or has no ``flops`` entry); a list of analyses (one
+    per program, as older JAX returns) is summed.
+    """
+    analysis = jax.jit(fn).lower(*args).compile().cost_analysis()
+    if analysis is None:
+        return float("nan")
+    if isinstance(analysis, dict):
+        analysis = [analysis]
+    counts = [a["flops"] for a in analysis if a and "flops" in a]
+    return float(sum(counts)) if counts else float("nan")
