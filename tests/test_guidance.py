@@ -86,6 +86,7 @@ def test_guided_sampler_samples_the_selected_component():
     assert np.all(np.abs(x.std(axis=0, ddof=1) - scale) < 4 * scale / np.sqrt(2 * n))
 
 
+@pytest.mark.slow
 def test_noisy_classifier_loss_of_the_exact_classifier_is_its_expected_cross_entropy():
     """The loss draws t, x(t) from the kernel; the same expectation drawn another way (x(t)
     straight from the component's marginal) agrees within Monte Carlo error."""
@@ -114,6 +115,7 @@ def test_noisy_classifier_loss_of_the_exact_classifier_is_its_expected_cross_ent
     assert values.mean() < np.log(3)
 
 
+@pytest.mark.slow
 def test_conditional_dsm_loss_is_the_dsm_loss_of_the_labelled_score():
     x = MIXTURE.sample(jax.random.key(7), 64)
     labels = jnp.full((64,), 1, jnp.int32)

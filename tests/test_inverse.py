@@ -36,6 +36,7 @@ def test_mixture_posterior_equals_bayes_rule_on_a_grid():
     assert np.max(np.abs(exact - brute)) < 1e-4 * brute.max()
 
 
+@pytest.mark.slow
 def test_exact_conditional_score_samplers_recover_the_posterior():
     """The posterior is a mixture, so its noised score is exact under any SDE; EM and PC
     sampling from it recover its weights (the sign of x1) and its mean of x0."""
@@ -58,6 +59,7 @@ def test_exact_conditional_score_samplers_recover_the_posterior():
         assert abs(x0.mean() - exact_mean) < 4 * x0.std(ddof=1) / np.sqrt(n)
 
 
+@pytest.mark.slow
 def test_replacement_inpainting_is_exact_for_a_factorised_prior():
     """With a diagonal Gaussian prior the unknown pixels are independent of the known ones, so
     projecting onto the observation (NCSN's replacement) targets their exact conditional,

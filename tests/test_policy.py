@@ -33,6 +33,7 @@ def test_the_expert_always_succeeds():
     assert episodes.actions.shape == (300, policy.NUM_STEPS, 2)
 
 
+@pytest.mark.slow
 def test_demonstrations_are_multimodal_and_their_mean_hits_the_obstacle():
     """At the start the expert passes above or below with probability 1/2: the fraction
     above is within 4.5 binomial standard errors of 1/2 (false alarm < 1e-5), every first
@@ -157,6 +158,7 @@ def test_mse_loss_is_the_mean_squared_error():
 TARGET = np.array([0.3, -0.6])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["derivative_free_action", "langevin_action"])
 def test_optimisers_find_the_minimum_of_a_quadratic(name):
     """E(a) = |a - a*|^2 / (2 * 0.1^2): over 64 keys every answer is within 0.1 of a* and
@@ -177,6 +179,7 @@ def _two_modes(observation, action, scale=0.1):
     return -jax.nn.logsumexp(-squared)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["derivative_free_action", "langevin_action"])
 def test_optimisers_pick_a_mode_not_the_average(name):
     """Two equal modes at (0.5, +-0.5): every answer lies within 0.15 of one of them (their

@@ -187,6 +187,7 @@ def test_precision_recall_identical_far_and_half_sets():
 # --- classifier and image helpers -----------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [8, 28])
 def test_classifier_takes_one_image_or_a_batch(size):
     model = DigitClassifier()
@@ -292,6 +293,7 @@ def _check_accuracy(params, images, labels, minimum):
     return got
 
 
+@pytest.mark.slow
 def test_digits_classifier_held_out_accuracy(digits):
     """8x8 digits, 600 steps: measured 97.5% on the 359 held-out digits; the binomial SE
     there is 0.008, so the bound 0.95 lies 3 SE below."""
@@ -360,6 +362,7 @@ def _sanity_rows(key, train_images, blur_widths, noise_stds):
     return rows
 
 
+@pytest.mark.slow
 def test_digits_sanity_ordering(digits):
     """floor < blur 0.5 < blur 1 < Gaussian noise, and floor < noise 0.2 < 0.3 < 0.4
     (``_check_sanity_ordering``), on 4 disjoint blocks of 359 train digits against the 359

@@ -209,6 +209,7 @@ def test_sde_dsm_loss_with_the_exact_score_equals_its_closed_form(case):
     assert abs(values.mean() - _closed_form_loss(sde, weighting)) < 4 * se
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sde", [sdes.VESDE(), sdes.VPSDE(), sdes.SubVPSDE()], ids=str)
 def test_importance_sampled_likelihood_loss_is_unbiased_and_less_variable(sde):
     """At the paper's eps the likelihood-weighted integrand grows like 1/t; importance

@@ -49,6 +49,7 @@ def _images(shape, seed=1):
     ("widths", "shape"),
     [(SMALL_28, (28, 28)), (SMALL_8, (8, 8, 1)), ((6, 12, 12), (8, 8, 2))],  # 8 -> 4 -> 2
 )
+@pytest.mark.slow
 def test_output_is_shaped_like_one_image_or_a_batch(widths, shape):
     model = nets.UNet(widths=widths)
     x = _images(shape)
@@ -83,6 +84,7 @@ def test_changing_the_condition_changes_the_output(sde):
     assert float(jnp.max(jnp.abs(a - b))) > 1e-3 * float(jnp.max(jnp.abs(a)))
 
 
+@pytest.mark.slow
 def test_parametrisations_convert_the_same_network():
     x = _images((8, 8, 1))
     raw_vp = nets.UNet(widths=SMALL_8, sde=sdes.VPSDE(), parametrisation=nets.score_output)
@@ -114,6 +116,7 @@ def _finite_loss_and_grad(loss_fn, params, batch):
     return loss
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("widths", "shape"), [(SMALL_8, (8, 8, 1)), (SMALL_28, (28, 28))])
 def test_plugs_into_the_ncsn_loss(widths, shape):
     model = nets.UNet(widths=widths)
@@ -124,6 +127,7 @@ def test_plugs_into_the_ncsn_loss(widths, shape):
     _finite_loss_and_grad(loss_fn, params, batch)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sde", [sdes.VPSDE(), sdes.VESDE(sigma_max=5.0)])
 def test_plugs_into_the_sde_loss(sde):
     output = nets.epsilon_output if isinstance(sde, sdes.VPSDE) else nets.std_scaled_output
@@ -134,6 +138,7 @@ def test_plugs_into_the_sde_loss(sde):
     _finite_loss_and_grad(loss_fn, params, batch)
 
 
+@pytest.mark.slow
 def test_one_reverse_sampler_step():
     sde = sdes.VPSDE()
     model = nets.UNet(widths=SMALL_8, sde=sde, parametrisation=nets.epsilon_output)
@@ -200,6 +205,7 @@ def test_small_widths_get_valid_groups():
     assert nets.unet.num_groups(8) == 2 and nets.unet.num_groups(128) == 32
 
 
+@pytest.mark.slow
 def test_bfloat16_runs_and_returns_float32():
     model = nets.UNet(widths=SMALL_8)
     x = _images((8, 8, 1))
