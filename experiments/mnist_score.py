@@ -355,8 +355,6 @@ def main(cfg: Config) -> dict:
     samples_by_method = {}
     for index, name in enumerate(MODELS):
         model, score_fn, loss_fn, model_sde, sigmas = make_model(cfg, name, widths, sigma_max, dim)
-        params = model.init(jax.random.key(0), train_images[0], jnp.ones(()))
-        info = {"parameters": nets.parameter_count(params)}
         x_train = to_model_range(model_sde, train_images) if model_sde else train_images
         grid_key = jax.random.fold_in(key_sample, 100 + index)
 
@@ -376,6 +374,7 @@ def main(cfg: Config) -> dict:
             cfg, name, model, loss_fn, x_train, jax.random.fold_in(key_train, index), num_steps,
             sample_grid,
         )  # fmt: skip
+        info = {"parameters": nets.parameter_count(state.params)}  # one init, in train
         info.update(timings, final_loss=float(np.mean(history["loss"][-100:]))
                     if len(history["loss"]) else None, sigmas=len(sigmas) if sigmas is not None
                     else None, sde=type(model_sde).__name__ if model_sde else None)  # fmt: skip

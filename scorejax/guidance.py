@@ -26,7 +26,7 @@ from jax.tree_util import Partial
 from scorejax._checks import check_callable, check_positive_int
 from scorejax._compile import as_pytree
 from scorejax.energies import GaussianMixture
-from scorejax.losses import sde_dsm_terms
+from scorejax.losses import perturb, sde_dsm_terms
 from scorejax.sde import SDE, check_sde
 from scorejax.types import Array, Key, Params
 
@@ -127,9 +127,7 @@ def noisy_classifier_loss(
     x, labels = batch
     key_t, key_z = jax.random.split(key)
     t = jax.random.uniform(key_t, (x.shape[0],), x.dtype, sde.eps, 1.0)
-    mean, std = sde.kernel(t)
-    shape = (-1,) + (1,) * (x.ndim - 1)
-    x_t = mean.reshape(shape) * x + std.reshape(shape) * jax.random.normal(key_z, x.shape)
+    x_t, _, _ = perturb(key_z, sde, x, t)
     logits = jax.vmap(logits_fn, in_axes=(None, 0, 0))(params, x_t, t)
     log_probs = jax.nn.log_softmax(logits)
     return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=1))

@@ -212,12 +212,18 @@ def sde_dsm_terms(key: Key, batch: Array, scores_at: Callable, sde: SDE,
     else:
         t = jax.random.uniform(key_t, (batch.shape[0],), batch.dtype, sde.eps, 1.0)
         lam = weighting(sde, t)
+    x_t, z, std = perturb(key_z, sde, batch, t)
+    residual = (scores_at(x_t, t) + z / std).reshape(batch.shape[0], -1)
+    return 0.5 * jnp.mean(lam * jnp.sum(residual**2, axis=-1))
+
+
+def perturb(key: Key, sde: SDE, batch: Array, t: Array) -> tuple[Array, Array, Array]:
+    """x(t) = m(t) x(0) + s(t) z for a batch with times t (B,): returns (x(t), z, s(t)
+    shaped to broadcast against the batch), the SDE's perturbation kernel."""
     mean, std = sde.kernel(t)
     shape = (-1,) + (1,) * (batch.ndim - 1)
-    z = jax.random.normal(key_z, batch.shape, batch.dtype)
-    x_t = mean.reshape(shape) * batch + std.reshape(shape) * z
-    residual = (scores_at(x_t, t) + z / std.reshape(shape)).reshape(batch.shape[0], -1)
-    return 0.5 * jnp.mean(lam * jnp.sum(residual**2, axis=-1))
+    z = jax.random.normal(key, batch.shape, batch.dtype)
+    return mean.reshape(shape) * batch + std.reshape(shape) * z, z, std.reshape(shape)
 
 
 def importance_times(key: Key, sde: SDE, n: int, dtype=jnp.float32, num_grid: int = 1024):
