@@ -34,6 +34,7 @@ from scorejax._checks import check_positive_int
 from scorejax._compile import as_pytree
 from scorejax.energies import GaussianMixture
 from scorejax.samplers.base import Sampler
+from scorejax.sde import check_sde
 from scorejax.types import Array, Key
 
 
@@ -148,6 +149,33 @@ def sde_level(sde):
 
 def _sde_level(sde, t, dt):
     return sde.kernel(t - dt)
+
+
+def denoising_start(sde, y: Array, noise_std: float) -> tuple[float, Array]:
+    """Where the reverse process starts to denoise y = x + noise_std n, n ~ N(0, I): the
+    time t* at which the forward kernel's noise-to-signal ratio s(t*)/m(t*) equals
+    noise_std, and x(t*) = m(t*) y, which has exactly the forward marginal's law given x
+    (m(t*) y = m(t*) x + s(t*) n). Running a reverse sampler from there
+    (``reverse_time_grid(sde, N, t_start=t*)``) samples p(x | y) for an exact score
+    (Song et al. 2021, Section 5 and Appendix I; for annealed Langevin, start at the ladder's
+    levels below noise_std with x = y, NCSN's m = 1).
+
+    t* is found by bisection of the increasing ratio on [eps, 1] (to 1e-9); noise_std must
+    lie between its values there.
+    """
+    check_sde(sde)
+    ratio = lambda t: float(np.divide(*np.asarray(sde.kernel(jnp.asarray(t)))[::-1]))
+    low, high = float(sde.eps), 1.0
+    if not (np.isscalar(noise_std) and ratio(low) <= noise_std <= ratio(high)):
+        raise ValueError(
+            f"noise_std must be a number in [{ratio(low):.4g}, {ratio(high):.4g}] (the SDE's "
+            f"noise-to-signal ratio on [eps, 1]), got {noise_std!r}"
+        )
+    while high - low > 1e-9:
+        middle = 0.5 * (low + high)
+        low, high = (middle, high) if ratio(middle) < noise_std else (low, middle)
+    mean, _ = sde.kernel(jnp.asarray(high))
+    return high, mean * jnp.asarray(y)
 
 
 def measurement_conditioned(

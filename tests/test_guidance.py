@@ -150,3 +150,17 @@ def test_conditional_dsm_loss_is_the_dsm_loss_of_the_labelled_score():
 def test_bad_input_names_the_argument(call, name):
     with pytest.raises(ValueError, match=name):
         call()
+
+
+def test_time_conditional_classifier_reads_t_and_checks_shapes():
+    model = sj.nets.TimeConditionalClassifier(widths=(4, 8), feature_dim=16)
+    x = jax.random.uniform(jax.random.key(0), (3, 8, 8))
+    params = jax.jit(model.init)(jax.random.key(1), x, jnp.full(3, 0.5))
+    apply = jax.jit(model.apply)
+    logits = apply(params, x, jnp.full(3, 0.5))
+    assert logits.shape == (3, 10)
+    np.testing.assert_allclose(apply(params, x[0], jnp.float32(0.5)), logits[0], rtol=1e-5,
+                               atol=1e-6)  # fmt: skip
+    assert float(jnp.max(jnp.abs(apply(params, x, jnp.full(3, 0.9)) - logits))) > 1e-5
+    with pytest.raises(ValueError, match="t of shape"):
+        model.apply(params, x, jnp.float32(0.5))

@@ -59,6 +59,37 @@ def test_exact_conditional_score_samplers_recover_the_posterior():
         assert abs(x0.mean() - exact_mean) < 4 * x0.std(ddof=1) / np.sqrt(n)
 
 
+def test_denoising_from_the_observed_level_samples_the_posterior():
+    """y = x + 0.8 n observed in full: the reverse SDE started at t* (s/m = 0.8) from m(t*) y
+    samples p(x | y), the exact mixture posterior under A = I."""
+    noise_std, y = 0.8, jnp.array([0.4, -0.8])
+    posterior = inverse.mixture_posterior(PRIOR, inverse.inpainting([True, True], noise_std), y)
+    sde = sdes.VPSDE()
+    t_start, x_start = inverse.denoising_start(sde, y, noise_std)
+    mean, std = sde.kernel(jnp.asarray(t_start))
+    assert abs(float(std / mean) - noise_std) < 1e-6
+    score = lambda x, t: PRIOR.marginal(sde, t).score(x)
+    n = 4000
+    grid = samplers.reverse_time_grid(sde, 200, t_start=t_start)
+    x = sj.run_chains(jax.random.key(5), samplers.pc_sampler(sde, score),
+                      jnp.broadcast_to(x_start, (n, 2)), 200, schedule=grid).state.x  # fmt: skip
+    x = np.asarray(x, np.float64)
+    # P(x1 > 0 | y), exact: sum_k w'_k Phi(mu'_k / s'_k) over the posterior's components
+    z = posterior.means[:, 1] / posterior.scales[:, 1]
+    upper = float(jnp.sum(posterior.weights * jax.scipy.stats.norm.cdf(z)))
+    assert 0.2 < upper < 0.8  # an ambiguous observation: both modes matter
+    assert abs(np.mean(x[:, 1] > 0) - upper) < 4 * np.sqrt(upper * (1 - upper) / n)
+    exact_mean = np.asarray(jnp.sum(posterior.weights[:, None] * posterior.means, axis=0))
+    assert np.all(np.abs(x.mean(axis=0) - exact_mean) < 4 * x.std(axis=0, ddof=1) / np.sqrt(n))
+
+
+def test_reverse_time_grid_from_an_intermediate_time():
+    sde = sdes.VPSDE()
+    t, dt = samplers.reverse_time_grid(sde, 4, t_start=0.5)
+    np.testing.assert_allclose(t[0], 0.5)
+    np.testing.assert_allclose(t[-1] - dt[-1], sde.eps, rtol=1e-5)
+
+
 @pytest.mark.slow
 def test_replacement_inpainting_is_exact_for_a_factorised_prior():
     """With a diagonal Gaussian prior the unknown pixels are independent of the known ones, so
@@ -129,6 +160,8 @@ def test_inpainting_of_an_image_mask_keeps_the_known_pixels():
     [
         (lambda: inverse.inpainting(np.zeros(4, bool)), "mask"),
         (lambda: inverse.linear_measurement(np.ones((3, 2))), "matrix"),
+        (lambda: inverse.denoising_start(sdes.VPSDE(), Y, 1e3), "noise_std"),
+        (lambda: samplers.reverse_time_grid(sdes.VPSDE(), 4, t_start=1.5), "t_start"),
         (lambda: inverse.linear_measurement(np.ones((1, 2)), noise_std=-1.0), "noise_std"),
         (lambda: inverse.downsampling((5, 4), 2), "shape"),
         (lambda: inverse.project_exact(inverse.inpainting(KNOWN), Y, jnp.zeros(3)), "x"),

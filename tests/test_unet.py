@@ -84,6 +84,28 @@ def test_changing_the_condition_changes_the_output(sde):
     assert float(jnp.max(jnp.abs(a - b))) > 1e-3 * float(jnp.max(jnp.abs(a)))
 
 
+def test_a_class_conditional_network_reads_its_label():
+    """num_classes=C adds a label embedding (row C: the null class); the label changes the
+    output, and a missing or misshapen label, or a label to an unconditional net, raises."""
+    model = nets.UNet(widths=SMALL_8, sde=sdes.VPSDE(), num_classes=3, attention=False,
+                      parametrisation=nets.score_output)  # fmt: skip
+    x = _images((2, 8, 8))
+    t = jnp.array([0.3, 0.3])
+    params = _jit(model.init)(jax.random.key(0), x, t, jnp.array([0, 3]))
+    apply = _jit(model.apply)
+    a = apply(params, x, t, jnp.array([0, 1]))
+    b = apply(params, x, t, jnp.array([2, 3]))
+    assert a.shape == x.shape
+    assert float(jnp.min(jnp.max(jnp.abs(a - b), axis=(1, 2)))) > 1e-4 * float(jnp.max(jnp.abs(a)))
+    with pytest.raises(ValueError, match="label"):
+        model.apply(params, x, t)
+    with pytest.raises(ValueError, match="label"):
+        model.apply(params, x, t, jnp.array(1))
+    unconditional = nets.UNet(widths=SMALL_8)
+    with pytest.raises(ValueError, match="label"):
+        unconditional.apply(_init(unconditional, x[0]), x, t, jnp.array([0, 1]))
+
+
 @pytest.mark.slow
 def test_parametrisations_convert_the_same_network():
     x = _images((8, 8, 1))

@@ -13,7 +13,7 @@ Modules: ``mlp`` (flat data), ``convnets`` (image energies), ``unet`` (image sco
 """
 
 from scorejax.nets.apply import apply_fn, flops, mixed_precision, parameter_count
-from scorejax.nets.classifier import DigitClassifier
+from scorejax.nets.classifier import DigitClassifier, TimeConditionalClassifier
 from scorejax.nets.conditioning import (
     GaussianFourierFeatures,
     data_output,
@@ -48,6 +48,7 @@ __all__ = [
     "MLPScore",
     "NoiseConditionalMLP",
     "ResNetEnergy",
+    "TimeConditionalClassifier",
     "TimeConditionalMLP",
     "UNet",
     "apply_fn",

@@ -11,6 +11,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from scorejax.nets._conv import conv_general_dilated
+from scorejax.nets.conditioning import GaussianFourierFeatures
 from scorejax.types import Array
 
 
@@ -45,7 +47,12 @@ class DigitClassifier(nn.Module):
 
     def setup(self):
         conv = lambda width: nn.Conv(
-            width, (3, 3), padding="SAME", dtype=self.dtype, param_dtype=jnp.float32
+            width,
+            (3, 3),
+            padding="SAME",
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            conv_general_dilated=conv_general_dilated,
         )
         self.convs = [conv(width) for width in self.widths]
         self.hidden = nn.Dense(self.feature_dim, dtype=self.dtype, param_dtype=jnp.float32)
@@ -76,3 +83,52 @@ class DigitClassifier(nn.Module):
     def __call__(self, x: Array) -> Array:
         """The logits, (num_classes,) per image."""
         return self.features_and_logits(x)[1]
+
+
+class TimeConditionalClassifier(nn.Module):
+    """The classifier of classifier guidance: ``DigitClassifier``'s layout with the time t
+    of a score SDE as a second input, logits of p_t(y | x(t)) (Song et al. 2021, Appendix
+    I.1; Dhariwal & Nichol 2021 use the U-Net's encoder the same way).
+
+    The Gaussian Fourier features of t (``GaussianFourierFeatures``, as in the U-Net) pass
+    through a dense layer per convolution and are added to its output before the ReLU.
+    ``model.apply(params, x, t)``: one image (H, W) with a scalar t, or a batch (B, H, W)
+    with t of shape (B,); logits (num_classes,) per image. Train it on noised data with
+    ``guidance.noisy_classifier_loss``.
+    """
+
+    widths: Sequence[int] = (16, 32)
+    feature_dim: int = 128
+    num_classes: int = 10
+    num_features: int = 16
+    scale: float = 16.0
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array, t: Array) -> Array:
+        if x.ndim in (3, 4) and x.shape[-1] == 1:
+            x = x[..., 0]
+        if x.ndim not in (2, 3) or jnp.shape(t) != x.shape[:-2]:
+            raise ValueError(
+                "x and t must be one image (H, W) with a scalar t or a batch (B, H, W) with "
+                f"t of shape (B,), got x of shape {x.shape} and t of shape {jnp.shape(t)}"
+            )
+        single = x.ndim == 2
+        h = (x[None] if single else x)[..., None]
+        t_batch = jnp.reshape(jnp.asarray(t, jnp.float32), (-1,))
+        emb = GaussianFourierFeatures(self.num_features, self.scale)(t_batch)
+        dense = lambda width: nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32)
+        for width in self.widths:
+            conv = nn.Conv(
+                width,
+                (3, 3),
+                padding="SAME",
+                dtype=self.dtype,
+                param_dtype=jnp.float32,
+                conv_general_dilated=conv_general_dilated,
+            )
+            h = conv(h) + dense(width)(emb)[:, None, None, :]
+            h = nn.avg_pool(nn.relu(h), (2, 2), strides=(2, 2), padding="SAME")
+        h = nn.relu(dense(self.feature_dim)(h.reshape(h.shape[0], -1)))
+        logits = dense(self.num_classes)(h).astype(jnp.float32)
+        return logits[0] if single else logits

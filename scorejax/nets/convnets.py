@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from scorejax.nets._conv import conv_general_dilated
 from scorejax.types import Array
 
 
@@ -50,7 +51,7 @@ class _Conv3x3(nn.Module):
         if self.spectral_norm:
             kernel = spectral_normalise(kernel)
         dtype = self.dtype or jnp.float32
-        y = jax.lax.conv_general_dilated(
+        y = conv_general_dilated(
             x.astype(dtype),
             kernel.astype(dtype),
             window_strides=(1, 1),

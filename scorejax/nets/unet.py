@@ -25,6 +25,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from scorejax.nets._conv import conv_general_dilated
 from scorejax.nets.conditioning import GaussianFourierFeatures, std_scaled_output
 from scorejax.types import Array
 
@@ -58,7 +59,11 @@ class ResidualBlock(nn.Module):
     @nn.compact
     def __call__(self, x: Array, emb: Array) -> Array:
         conv = lambda width, size: nn.Conv(
-            width, (size, size), dtype=self.dtype, param_dtype=jnp.float32
+            width,
+            (size, size),
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            conv_general_dilated=conv_general_dilated,
         )
         norm = lambda width: nn.GroupNorm(
             num_groups(width), dtype=self.dtype, param_dtype=jnp.float32
@@ -132,6 +137,10 @@ class UNet(nn.Module):
       scale: their frequency scale.
       sde: the SDE of a time-conditional model, or None for a noise-conditional one.
       parametrisation: ``parametrisation(sde, output, x, c) -> score``.
+      num_classes: C > 0 makes the network class-conditional, ``model.apply(params, x, c,
+        label)``: a learned embedding of the label (C + 1 rows, row C the null class of
+        classifier-free guidance, Ho & Salimans 2021) is added to the condition's embedding.
+        0 (default): unconditional, no label.
       dtype: computation dtype (parameters and output stay float32).
     """
 
@@ -142,10 +151,11 @@ class UNet(nn.Module):
     scale: float = 16.0
     sde: Any = None
     parametrisation: Callable = std_scaled_output
+    num_classes: int = 0
     dtype: Any = None
 
     @nn.compact
-    def __call__(self, x: Array, c: Array) -> Array:
+    def __call__(self, x: Array, c: Array, label: Array | None = None) -> Array:
         name = "sigma" if self.sde is None else "t"
         images, c_batch = _as_batch(x, c, name, len(self.widths))
         if self.sde is None:
@@ -153,8 +163,15 @@ class UNet(nn.Module):
         emb = GaussianFourierFeatures(self.num_features, self.scale)(c_batch)
         dense = lambda width: nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32)
         emb = dense(4 * self.widths[0])(nn.silu(dense(4 * self.widths[0])(emb)))
+        emb = emb + self._label_embedding(label, jnp.shape(c), 4 * self.widths[0])
 
-        conv = lambda width: nn.Conv(width, (3, 3), dtype=self.dtype, param_dtype=jnp.float32)
+        conv = lambda width: nn.Conv(
+            width,
+            (3, 3),
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            conv_general_dilated=conv_general_dilated,
+        )
         h = conv(self.widths[0])(images)
         skips = []
         for level, width in enumerate(self.widths):
@@ -175,6 +192,18 @@ class UNet(nn.Module):
         out = conv(images.shape[-1])(nn.silu(h)).astype(jnp.float32)
         out = out.reshape(x.shape)
         return self.parametrisation(self.sde, out, x, jnp.asarray(c, jnp.float32))
+
+    def _label_embedding(self, label, c_shape, width: int):
+        """The class label's embedding (B, width), or 0 for an unconditional network."""
+        if self.num_classes == 0:
+            if label is not None:
+                raise ValueError("label given to an unconditional UNet (num_classes=0)")
+            return 0.0
+        if label is None or jnp.shape(label) != c_shape:
+            shape = None if label is None else jnp.shape(label)
+            raise ValueError(f"label must be shaped like the condition, {c_shape}, got {shape}")
+        table = nn.Embed(self.num_classes + 1, width, param_dtype=jnp.float32, dtype=self.dtype)
+        return table(jnp.reshape(jnp.asarray(label, jnp.int32), (-1,)))
 
 
 def _as_batch(x: Array, c, name: str, num_levels: int) -> tuple[Array, Array]:

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.tree_util import Partial
 
 from scorejax._checks import check_callable, check_positive, check_positive_int, check_score_output
@@ -106,15 +107,19 @@ def langevin_corrector(sde: SDE, score_fn: BoundScoreFn, key: Key, x: Array, t, 
     return x + step * score + jnp.sqrt(2.0 * step) * z
 
 
-def reverse_time_grid(sde: SDE, num_steps: int) -> tuple[Array, Array]:
-    """The schedule (t, dt) of a reverse run of ``num_steps`` steps from t = 1 to t = eps:
-    t_k = 1 - k (1 - eps) / N for k = 0 .. N - 1, and the constant dt = (1 - eps) / N, so the
-    last step ends at eps. Arrays of shape (N,), data to the runner."""
+def reverse_time_grid(sde: SDE, num_steps: int, t_start=1.0) -> tuple[Array, Array]:
+    """The schedule (t, dt) of a reverse run of ``num_steps`` steps from t = t_start (1 by
+    default; below 1 to start from an observation at that level, ``inverse.denoising_start``)
+    to t = eps: t_k = t_start - k (t_start - eps) / N for k = 0 .. N - 1, and the constant
+    dt = (t_start - eps) / N, so the last step ends at eps. Arrays of shape (N,), data to
+    the runner."""
     check_sde(sde)
     num_steps = check_positive_int("num_steps", num_steps)
+    if not (np.isscalar(t_start) and sde.eps < t_start <= 1.0):
+        raise ValueError(f"t_start must be a number in (eps, 1] = ({sde.eps}, 1], got {t_start!r}")
     dtype = jnp.result_type(float)  # float32, or float64 where the user enabled it
-    dt = (1.0 - jnp.asarray(sde.eps, dtype)) / num_steps
-    t = 1.0 - jnp.arange(num_steps, dtype=dtype) * dt
+    dt = (jnp.asarray(t_start, dtype) - jnp.asarray(sde.eps, dtype)) / num_steps
+    t = t_start - jnp.arange(num_steps, dtype=dtype) * dt
     return t, jnp.full((num_steps,), dt)
 
 
