@@ -31,15 +31,26 @@ from scorejax.sde import SDE, check_sde
 from scorejax.types import Array, Key, Params
 
 
-def _check_label(label, num_classes: int, name: str = "label") -> None:
+def _check_label(label, num_classes: int, name: str = "label") -> Array:
+    """The label as an int32 array (data to the compiled samplers: a sweep over labels
+    compiles once), after checking it is a class index."""
     num_classes = check_positive_int("num_classes", num_classes)
-    if not (isinstance(label, int | np.integer) and 0 <= label < num_classes):
+    value = np.asarray(label)
+    if not (
+        value.shape == ()
+        and np.issubdtype(value.dtype, np.integer)
+        and 0 <= int(value) < num_classes
+    ):
         raise ValueError(f"{name} must be a class index in [0, {num_classes}), got {label!r}")
+    return jnp.asarray(value, jnp.int32)
 
 
-def _check_scale(scale) -> None:
-    if not (np.isscalar(scale) and np.isfinite(scale) and scale >= 0):
+def _check_scale(scale) -> Array:
+    """The guidance scale as a float32 array (data: a sweep over scales compiles once)."""
+    value = np.asarray(scale)
+    if not (value.shape == () and np.isreal(value) and np.isfinite(value) and value >= 0):
         raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
+    return jnp.asarray(value, jnp.float32)
 
 
 def classifier_guided_score(
@@ -51,7 +62,8 @@ def classifier_guided_score(
       score_fn: ``score_fn(x, t)``, the unconditional score, one example.
       log_prob_fn: ``log_prob_fn(x, t) -> (C,)`` a noise-conditional classifier's log
         probabilities (log-softmax of its logits), one example.
-      label: the class y to sample, in [0, num_classes).
+      label: the class y to sample, in [0, num_classes) (an int or a 0-d integer array;
+        label and scale are data to the compiled sampler, so sweeping them compiles once).
       scale: w >= 0 (1: the exact conditional score for an exact classifier; 0: unguided).
       num_classes: C.
 
@@ -60,13 +72,12 @@ def classifier_guided_score(
     """
     check_callable("score_fn", score_fn, "score_fn(x, t) -> array shaped like x")
     check_callable("log_prob_fn", log_prob_fn, "log_prob_fn(x, t) -> (num_classes,)")
-    _check_label(label, num_classes)
-    _check_scale(scale)
+    label, scale = _check_label(label, num_classes), _check_scale(scale)
     return Partial(_guided, as_pytree(score_fn), as_pytree(log_prob_fn), label, scale)
 
 
 def _guided(score_fn, log_prob_fn, label, scale, x, t):
-    grad = jax.grad(lambda v: log_prob_fn(v, t)[label])(x)
+    grad = jax.grad(lambda v: jnp.take(log_prob_fn(v, t), label))(x)
     return score_fn(x, t) + scale * grad
 
 
@@ -78,7 +89,7 @@ def classifier_free_score(
     Args:
       score_fn: ``score_fn(x, t, c)`` of one network trained with labels dropped to the null
         class at a rate (``conditional_sde_dsm_loss``); c an int32 class index.
-      label: y in [0, num_classes).
+      label: y in [0, num_classes) (as for ``classifier_guided_score``).
       scale: w >= 0 (0: the conditional score alone).
       num_classes: C, the real classes.
       null_label: the null class's index (default C, one past the real classes).
@@ -87,8 +98,7 @@ def classifier_free_score(
       ``score(x, t)``, for any sampler.
     """
     check_callable("score_fn", score_fn, "score_fn(x, t, label) -> array shaped like x")
-    _check_label(label, num_classes)
-    _check_scale(scale)
+    label, scale = _check_label(label, num_classes), _check_scale(scale)
     null_label = num_classes if null_label is None else null_label
     if null_label in range(num_classes):
         raise ValueError(f"null_label must not be a real class, got {null_label}")
@@ -96,7 +106,7 @@ def classifier_free_score(
 
 
 def _free(score_fn, label, null_label, scale, x, t):
-    conditional = score_fn(x, t, jnp.asarray(label, jnp.int32))
+    conditional = score_fn(x, t, label)
     unconditional = score_fn(x, t, jnp.asarray(null_label, jnp.int32))
     return (1.0 + scale) * conditional - scale * unconditional
 

@@ -187,10 +187,11 @@ def make_cd_train_step(
       clip_range: (low, high) clamp of the negatives to the data range, or None.
       energy_limit: |E| above which a step is flagged as diverged.
       ema_decay: EMA of the parameters, as in ``make_train_step``.
-      unroll: ``lax.scan`` unroll of the chains (``run``'s knob). On XLA:CPU convolutions
-        inside a loop body run several times slower than unrolled ones, so for conv
-        energies on CPU pass ``unroll=num_mcmc_steps`` (and call the step outside ``fit``'s
-        scan, or with ``steps_per_call=1``).
+      unroll: ``lax.scan`` unroll of the chains (``run``'s knob). XLA:CPU runs the
+        gradients of ``lax.conv_general_dilated`` inside a loop body many times slower than
+        unrolled ones; scorejax's own image networks avoid that (docs/performance.md,
+        "Image score models"), but a convolutional energy written on ``lax`` directly runs
+        faster with ``unroll=num_mcmc_steps`` on the CPU.
       supervised_loss: ``supervised_loss(params, key, (x, labels)) -> scalar`` added to the
         CD loss, for a hybrid model trained on labelled batches ``(x, labels)`` (the chains
         use x): JEM's cross-entropy (``jem``). Its value is in the metrics as

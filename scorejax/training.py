@@ -125,9 +125,11 @@ def make_train_step(
     return train_step
 
 
-def minibatches(data: Array, batch_size: int) -> jax.tree_util.Partial:
+def minibatches(data, batch_size: int) -> jax.tree_util.Partial:
     """A batch sampler ``batch_fn(key) -> (batch_size, ...)`` drawing rows of ``data`` uniformly
-    with replacement, on device (no host round-trip inside ``fit``).
+    with replacement, on device (no host round-trip inside ``fit``). ``data`` is an array or
+    a pytree of arrays with a common leading axis (``(images, labels)``: the same rows of
+    each).
 
     It is a ``jax.tree_util.Partial`` holding ``data`` as a leaf, so ``fit`` passes the data
     to its compiled loop as an argument: the data are not baked into the program as a
@@ -135,7 +137,11 @@ def minibatches(data: Array, batch_size: int) -> jax.tree_util.Partial:
     compiled loop.
     """
     check_positive_int("batch_size", batch_size)
-    return jax.tree_util.Partial(_row_sampler(batch_size), jnp.asarray(data))
+    data = jax.tree.map(jnp.asarray, data)
+    if len({leaf.shape[:1] for leaf in jax.tree.leaves(data)}) != 1:
+        shapes = [leaf.shape for leaf in jax.tree.leaves(data)]
+        raise ValueError(f"data's arrays must share their leading axis, got shapes {shapes}")
+    return jax.tree_util.Partial(_row_sampler(batch_size), data)
 
 
 @functools.cache
@@ -143,7 +149,9 @@ def _row_sampler(batch_size: int) -> Callable[[Array, Key], Array]:
     # one function per batch size: a Partial's function is part of its tree structure, so
     # samplers with equal batch sizes hit the same entry of jit's cache
     def draw_rows(data, key):
-        return data[jax.random.randint(key, (batch_size,), 0, data.shape[0])]
+        num_rows = jax.tree.leaves(data)[0].shape[0]
+        rows = jax.random.randint(key, (batch_size,), 0, num_rows)
+        return jax.tree.map(lambda leaf: leaf[rows], data)
 
     return draw_rows
 

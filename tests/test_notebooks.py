@@ -46,8 +46,8 @@ def test_notebook_imports_only_scorejax_and_packages(path):
             assert not local, f"{path.name} imports {local}, which Jupyter cannot import"
 
 
-# the image notebook trains and samples a U-Net: slow on the CPU (docs/performance.md)
-SLOW_NOTEBOOKS = {"07_image_scores.ipynb"}
+# the image notebooks train and sample U-Nets: slow on the CPU
+SLOW_NOTEBOOKS = {"07_image_scores.ipynb", "08_conditioning.ipynb"}
 RUNS = [
     pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW_NOTEBOOKS else p for p in NOTEBOOKS
 ]

@@ -87,6 +87,15 @@ def test_aux_metrics_and_minibatches():
     np.testing.assert_allclose(metrics["mean"], np.mean(batch))
 
 
+def test_minibatches_of_a_pytree_take_the_same_rows_of_each_array():
+    images, labels = jnp.arange(30.0).reshape(10, 3), jnp.arange(10)
+    x, y = sj.minibatches((images, labels), 6)(jax.random.key(1))
+    assert x.shape == (6, 3) and y.shape == (6,)
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(images)[np.asarray(y)])
+    with pytest.raises(ValueError, match="leading axis"):
+        sj.minibatches((images, labels[:5]), 2)
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="ema_decay"):
         sj.make_train_step(quadratic_loss, optax.sgd(0.1), ema_decay=1.0)

@@ -1,0 +1,293 @@
+"""Inverse problems on held-out digits with the image score models of
+``experiments.mnist_score``: inpainting (half image, a box, random pixels), 2x
+super-resolution and denoising, by annealed Langevin (NCSN) and by the reverse SDE (VP).
+
+Every task is one ``inverse.LinearMeasurement`` and one conditioning of the unchanged
+samplers (``inverse.measurement_conditioned``): after each step the sample moves onto the
+measurement carried to its noise level (NCSN paper, Section 5; score_sde, Appendix I.2), and
+``inverse.project_exact`` makes A x = y hold at the end. Denoising starts the reverse
+process at the observed noise level instead (``inverse.denoising_start``; for NCSN the
+ladder's levels below the noise, from x = y).
+
+The models come from ``experiments.mnist_score``'s checkpoints in ``models_dir`` (trained
+there first when missing, with that experiment's defaults). Measured per task and sampler,
+on ``num_observations`` held-out digits with ``samples_per_observation`` samples each:
+the MSE on the unknown pixels against the truth (all pixels for super-resolution and
+denoising), the in-project classifier's agreement with the true label, and the diversity
+(the mean pairwise RMS distance between samples of one observation). The baseline row of
+each task fills the unknown part with the training mean (the least-squares image with
+A x = y nearest the mean, for super-resolution; the observation itself, for denoising).
+Figures: observation, samples and truth per task.
+
+    python -m experiments.mnist_score --dataset digits --out-dir results/mnist_score_digits
+    python -m experiments.inpainting                       # 8x8 digits, with those models
+    python -m experiments.inpainting --dataset mnist       # 28x28, after mnist_score
+    python -m experiments.inpainting --smoke
+"""
+
+import dataclasses
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+
+import scorejax as sj
+from experiments import mnist_score
+from experiments.common import Timer, markdown_table, output_dir, parse_config, write_metrics
+from scorejax import inverse, losses, quality, samplers
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Inpainting, super-resolution and denoising of held-out digits with the score models."""
+
+    dataset: str = "digits"  # as mnist_score: "digits" (8x8) or "mnist"
+    models_dir: str = ""  # mnist_score's out_dir; "" takes its default for the dataset
+    smoke_models: bool = False  # mnist_score's smoke models (trained in out_dir/models)
+    tasks: tuple = ("half", "box", "random", "superres", "denoise")
+    noise_std: float = 0.2  # denoising: pixel noise (pixels in [0, 1])
+    random_fraction: float = 0.5  # "random": the fraction of pixels known
+    num_observations: int = 32
+    samples_per_observation: int = 4
+    num_score_evals: int = 300
+    classifier_steps: int = 2000
+    seed: int = 0
+    out_dir: str = "results/inpainting"
+
+
+SMOKE = dict(tasks=("half", "denoise"), num_observations=2, samples_per_observation=2,
+             num_score_evals=8, classifier_steps=20, smoke_models=True)  # fmt: skip
+MODELS_DIRS = {"digits": "results/mnist_score_digits", "mnist": "results/mnist_score"}
+
+
+def score_config(cfg) -> mnist_score.Config:
+    """mnist_score's configuration of the models (its smoke settings with smoke_models)."""
+    if cfg.smoke_models:
+        overrides = dict(mnist_score.SMOKE, out_dir=cfg.models_dir or f"{cfg.out_dir}/models")
+    else:
+        overrides = dict(out_dir=cfg.models_dir or MODELS_DIRS[cfg.dataset])
+    overrides.update(dataset=cfg.dataset, resume=True, seed=cfg.seed)
+    return mnist_score.Config(**overrides)
+
+
+def load_models(score_cfg, data):
+    """(NCSN score, sigmas), (SDE score, sde): trained by mnist_score, restored from its
+    checkpoints (trained here first when they are missing)."""
+    widths, num_steps = mnist_score.settings(score_cfg)
+    train_images = data.train_images[..., None]
+    sigma_max = losses.largest_pairwise_distance(train_images)
+    dim = int(np.prod(train_images.shape[1:]))
+    models = {}
+    for index, name in enumerate(mnist_score.MODELS):
+        model, score_fn, loss_fn, sde, sigmas = mnist_score.make_model(
+            score_cfg, name, widths, sigma_max, dim
+        )
+        x = mnist_score.to_model_range(sde, train_images) if sde else train_images
+        key = jax.random.fold_in(jax.random.split(jax.random.key(score_cfg.seed), 3)[0], index)
+        state, _, _ = mnist_score.train(score_cfg, name, model, loss_fn, x, key, num_steps,
+                                        sample_grid=None)  # fmt: skip
+        models[name] = (partial(score_fn, state.ema_params), sde, sigmas)
+    return models
+
+
+def measurement_for(task, cfg, shape, key):
+    """The task's LinearMeasurement on images of ``shape`` (H, W, 1) and its known-pixel
+    mask (None where every pixel is measured)."""
+    height, width = shape[:2]
+    mask = np.ones((height, width), bool)
+    if task == "half":
+        mask[height // 2 :] = False  # the bottom half is unknown
+    elif task == "box":
+        mask[height // 4 : height - height // 4, width // 4 : width - width // 4] = False
+    elif task == "random":
+        mask = np.asarray(jax.random.uniform(key, (height, width)) < cfg.random_fraction)
+    elif task == "superres":
+        return inverse.downsampling(shape, 2), None
+    elif task == "denoise":
+        return None, None
+    else:
+        raise ValueError(f"unknown task {task!r}")
+    return inverse.inpainting(mask[..., None]), mask[..., None]
+
+
+def solve(key, task, model, measurement, y_pixels, cfg, shape):
+    """``samples_per_observation`` solutions for one observation, in pixels."""
+    score, sde, sigmas = model
+    n = cfg.samples_per_observation
+    to_model = (lambda v: 2.0 * v - 1.0) if sde is not None else (lambda v: v)
+    to_pixels = (lambda v: (v + 1.0) / 2.0) if sde is not None else (lambda v: v)
+    if task == "denoise":
+        noise = 2.0 * cfg.noise_std if sde is not None else cfg.noise_std  # in model units
+        y = to_model(y_pixels)
+        if sde is None:
+            below = np.asarray(sigmas) <= noise
+            ladder = sigmas[below] if below.any() else sigmas[-1:]
+            x, _, _ = mnist_score.sample_ncsn(key, score, ladder, jnp.broadcast_to(y, (n, *shape)),
+                                              cfg.num_score_evals * len(ladder) // len(sigmas),
+                                              progress=False)  # fmt: skip
+        else:
+            t_start, x_start = inverse.denoising_start(sde, y, noise)
+            num_steps = max(1, int(cfg.num_score_evals * t_start))
+            grid = samplers.reverse_time_grid(sde, num_steps, t_start=t_start)
+            x = sj.run_chains(key, samplers.pc_sampler(sde, score),
+                              jnp.broadcast_to(x_start, (n, *shape)), num_steps, schedule=grid,
+                              progress=False).state.x  # fmt: skip
+            x = jax.vmap(lambda v: samplers.denoise_sde(sde, score, v, sde.eps))(x)
+        return jnp.clip(to_pixels(x), 0.0, 1.0)
+    # A is linear, so A (2 x - 1) = 2 A x - A 1: the observation in the VP model's units
+    ones = jnp.ones(measurement.matrix.shape[1])
+    y = 2.0 * y_pixels - measurement.matrix @ ones if sde is not None else y_pixels
+    if sde is None:
+        steps_per_level = max(1, cfg.num_score_evals // len(sigmas))
+        step = samplers.ncsnv2_step_size(sigmas, steps_per_level)
+        sampler = inverse.measurement_conditioned(
+            samplers.noise_conditional_ula(score), measurement, y, inverse.sigma_level
+        )
+        x0 = sigmas[0] * jax.random.normal(key, (n, *shape))
+        schedule = samplers.annealed_step_sizes(sigmas, step, steps_per_level)
+        num_steps = len(sigmas) * steps_per_level
+        x = sj.run_chains(key, sampler, x0, num_steps, schedule=schedule, progress=False).state.x
+        x = jax.vmap(lambda v: samplers.tweedie_denoise(score, v, sigmas[-1]))(x)
+    else:
+        sampler = inverse.measurement_conditioned(
+            samplers.pc_sampler(sde, score), measurement, y, inverse.sde_level(sde)
+        )
+        x0 = sde.prior_sample(key, (n, *shape))
+        grid = samplers.reverse_time_grid(sde, cfg.num_score_evals)
+        x = sj.run_chains(key, sampler, x0, cfg.num_score_evals, schedule=grid,
+                          progress=False).state.x  # fmt: skip
+        x = jax.vmap(lambda v: samplers.denoise_sde(sde, score, v, sde.eps))(x)
+    x = jax.vmap(lambda v: inverse.project_exact(measurement, y, v))(x)
+    return jnp.clip(to_pixels(x), 0.0, 1.0)
+
+
+def baseline(task, measurement, y_pixels, mean_image):
+    """The training mean filled in where A x = y leaves freedom; the observation itself for
+    denoising."""
+    if task == "denoise":
+        return jnp.clip(y_pixels, 0.0, 1.0)
+    return inverse.project_exact(measurement, y_pixels.reshape(-1), mean_image)
+
+
+def scores(samples, truth, label, unknown, classifier):
+    """MSE on the unknown pixels, classifier agreement, diversity (pairwise RMS)."""
+    s = np.asarray(samples, np.float64).reshape(len(samples), -1)
+    t = np.asarray(truth, np.float64).reshape(-1)
+    u = np.ones_like(t, bool) if unknown is None else ~np.asarray(unknown).reshape(-1)
+    mse = float(np.mean((s[:, u] - t[u]) ** 2))
+    _, probs = quality.classify(classifier, np.asarray(samples)[..., 0])
+    agree = float(np.mean(np.argmax(probs, axis=1) == label))
+    pairs = [np.sqrt(np.mean((s[i] - s[j]) ** 2)) for i in range(len(s)) for j in range(i)]
+    return mse, agree, float(np.mean(pairs)) if pairs else 0.0
+
+
+def main(cfg: Config) -> dict:
+    score_cfg = score_config(cfg)
+    data, _ = mnist_score.load(score_cfg)
+    shape = (*data.train_images.shape[1:], 1)
+    key = jax.random.key(cfg.seed)
+    with Timer() as timer:
+        models = load_models(score_cfg, data)
+    classifier, _ = quality.train_classifier(
+        jax.random.fold_in(key, 1), data.train_images, data.train_labels,
+        num_steps=cfg.classifier_steps,
+    )  # fmt: skip
+    mean_image = jnp.mean(data.train_images, axis=0)[..., None]
+    truth = data.test_images[: cfg.num_observations, ..., None]
+    labels = np.asarray(data.test_labels[: cfg.num_observations])
+    results = {"config": dataclasses.asdict(cfg), "models_s": timer.seconds, "rows": [],
+               "arrays": {}}  # fmt: skip
+    for task_index, task in enumerate(cfg.tasks):
+        measurement, mask = measurement_for(task, cfg, shape, jax.random.fold_in(key, 7))
+        observations = []
+        for i, x in enumerate(truth):
+            k = jax.random.fold_in(jax.random.fold_in(key, 100 + task_index), i)
+            if task == "denoise":
+                observations.append(x + cfg.noise_std * jax.random.normal(k, x.shape))
+            else:
+                observations.append(inverse.measure(k, measurement, x).reshape(-1))
+        rows = {name: [] for name in ("baseline", *models)}
+        examples = {}
+        with Timer() as timers:
+            for i, (x, y_pixels) in enumerate(zip(truth, observations, strict=True)):
+                filled = baseline(task, measurement, y_pixels, mean_image)
+                rows["baseline"].append(scores(filled[None], x, labels[i], mask, classifier))
+                for name, model in models.items():
+                    k = jax.random.fold_in(key, 10_000 * task_index + i)
+                    samples = solve(k, task, model, measurement, y_pixels, cfg, shape)
+                    rows[name].append(scores(samples, x, labels[i], mask, classifier))
+                    if i < 6:
+                        examples.setdefault(name, []).append(np.asarray(samples)[..., 0])
+        for name, values in rows.items():
+            values = np.asarray(values)
+            se = values.std(axis=0, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else [0] * 3
+            results["rows"].append({
+                "task": task, "method": {"ncsn": "annealed_langevin", "sde": "vp_reverse_sde"}
+                .get(name, name + " (mean fill)" if task != "denoise" else "observation"),
+                "mse_unknown": values[:, 0].mean(), "mse_se": se[0],
+                "agreement": values[:, 1].mean(), "diversity": values[:, 2].mean(),
+            })  # fmt: skip
+        results["rows"][-1]["wall_s"] = timers.seconds
+        results["arrays"][task] = {
+            "truth": np.asarray(truth[:6, ..., 0]),
+            "observed": np.asarray(observation_images(task, measurement, observations[:6], shape)),
+            **examples,
+        }
+        print(f"{task}: " + ", ".join(f"{r['method']} MSE {r['mse_unknown']:.4f}"
+                                      for r in results["rows"] if r["task"] == task))  # fmt: skip
+    return results
+
+
+def observation_images(task, measurement, observations, shape):
+    """What a reader sees of each observation: the noisy image, the known pixels (unknown
+    ones grey) or the low-resolution image blown up."""
+    if task == "denoise":
+        return [np.clip(np.asarray(y)[..., 0], 0, 1) for y in observations]
+    out = []
+    for y in observations:
+        back = np.asarray(measurement.pinv @ y).reshape(shape)[..., 0]
+        known = np.asarray(measurement.pinv @ jnp.ones_like(y)).reshape(shape)[..., 0]
+        if task == "superres":
+            out.append(back * 4.0)  # A^+ of a block mean spreads it over 4 pixels / 4
+        else:
+            out.append(np.where(known > 0, back, 0.5))
+    return out
+
+
+def report(results: dict, cfg: Config) -> None:
+    out = output_dir(cfg)
+    write_metrics(out, results)
+    columns = ["task", "method", "mse_unknown", "mse_se", "agreement", "diversity", "wall_s"]
+    lines = [
+        f"# Inverse problems on held-out {cfg.dataset} digits",
+        "",
+        f"{cfg.num_observations} observations, {cfg.samples_per_observation} samples each, "
+        f"{cfg.num_score_evals} score evaluations; MSE on the unknown pixels (all pixels for "
+        f"superres and denoise, noise std {cfg.noise_std}), pixels in [0, 1].",
+        "",
+        markdown_table(results["rows"], columns),
+    ]
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    for task, arrays in results["arrays"].items():
+        names = [k for k in ("observed", "ncsn", "sde", "truth") if k in arrays]
+        fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 3.4), squeeze=False)
+        for ax, name in zip(axes[0], names, strict=True):
+            images = np.asarray(arrays[name])
+            if images.ndim == 4:  # (observations, samples, H, W): one row per observation
+                columns_ = images.shape[1]
+                images = images.reshape(-1, *images.shape[2:])
+            else:
+                columns_ = 1
+            sj.plot.image_grid(ax, images, num_columns=columns_, value_range=(0, 1))
+            ax.set_title({"ncsn": "annealed Langevin", "sde": "reverse SDE"}.get(name, name))
+        fig.suptitle(task)
+        fig.tight_layout()
+        fig.savefig(out / f"{task}.png", dpi=120)
+        plt.close(fig)
+
+
+if __name__ == "__main__":
+    cfg = parse_config(Config, SMOKE)
+    report(main(cfg), cfg)
