@@ -222,6 +222,12 @@ def train(cfg, name, model, loss_fn, train_images, key, num_steps, sample_grid):
     return state, history, timings
 
 
+def divisor_at_most(num_steps: int, thin: int) -> int:
+    """The largest divisor of ``num_steps`` not above ``thin`` (0 stays 0): the runner keeps
+    every thin-th state and needs thin to divide the number of steps."""
+    return max(d for d in range(1, thin + 1) if num_steps % d == 0) if thin else 0
+
+
 def sample_ncsn(key, score_fn, sigmas, x0, num_evals, thin=0, progress=True):
     """Annealed Langevin with NCSNv2's step size (Technique 4), T = evals // L steps a level,
     then Tweedie's denoising step. Returns (samples, trace, score evaluations)."""
@@ -229,6 +235,7 @@ def sample_ncsn(key, score_fn, sigmas, x0, num_evals, thin=0, progress=True):
     step_size = samplers.ncsnv2_step_size(sigmas, steps_per_level)
     schedule = samplers.annealed_step_sizes(sigmas, step_size, steps_per_level)
     num_steps = len(sigmas) * steps_per_level
+    thin = divisor_at_most(num_steps, thin)
     result = sj.run_chains(
         key, samplers.noise_conditional_ula(score_fn), x0, num_steps, schedule=schedule,
         thin=thin, progress=progress,
@@ -248,6 +255,7 @@ def sample_sde_method(key, method, sde, score_fn, x0, num_evals, cfg, thin=0, pr
         )
         num_steps = max(1, num_evals // 2)
     grid = samplers.reverse_time_grid(sde, num_steps)
+    thin = divisor_at_most(num_steps, thin)
     result = sj.run_chains(key, sampler, x0, num_steps, schedule=grid, thin=thin, progress=progress)
     x = jax.vmap(lambda v: samplers.denoise_sde(sde, score_fn, v, sde.eps))(result.state.x)
     evals = num_steps * (1 if method == "em" else 2) + 1

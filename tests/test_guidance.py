@@ -162,5 +162,5 @@ def test_time_conditional_classifier_reads_t_and_checks_shapes():
     np.testing.assert_allclose(apply(params, x[0], jnp.float32(0.5)), logits[0], rtol=1e-5,
                                atol=1e-6)  # fmt: skip
     assert float(jnp.max(jnp.abs(apply(params, x, jnp.full(3, 0.9)) - logits))) > 1e-5
-    with pytest.raises(ValueError, match="t of shape"):
+    with pytest.raises(ValueError, match="t must be a scalar"):
         model.apply(params, x, jnp.float32(0.5))

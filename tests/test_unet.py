@@ -239,3 +239,15 @@ def test_bfloat16_runs_and_returns_float32():
     # bfloat16 keeps 8 significant bits; a few layers of rounding stay within a few percent
     scale = float(jnp.max(jnp.abs(out32)))
     assert float(jnp.max(jnp.abs(out16 - out32))) < 0.1 * scale
+
+
+@pytest.mark.parametrize("widths", [nets.CPU_WIDTHS, nets.DIGITS_WIDTHS])
+def test_the_torch_reference_unet_has_the_same_parameter_count(widths):
+    """The benchmark compares equal networks: torch_ref.UNet has as many parameters."""
+    pytest.importorskip("torch")
+    from benchmarks import torch_ref
+
+    shapes = jax.eval_shape(nets.UNet(widths=widths).init, jax.random.key(0),
+                            jnp.zeros((8, 8, 1)), jnp.ones(()))  # fmt: skip
+    jax_count = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(shapes))
+    assert torch_ref.unet_parameter_count(widths) == jax_count

@@ -46,29 +46,13 @@ class DigitClassifier(nn.Module):
     dtype: Any = None
 
     def setup(self):
-        conv = lambda width: nn.Conv(
-            width,
-            (3, 3),
-            padding="SAME",
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            conv_general_dilated=conv_general_dilated,
-        )
-        self.convs = [conv(width) for width in self.widths]
+        self.convs = [_conv3x3(width, self.dtype) for width in self.widths]
         self.hidden = nn.Dense(self.feature_dim, dtype=self.dtype, param_dtype=jnp.float32)
         self.head = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32)
 
-    def _as_batch(self, x: Array) -> tuple[Array, bool]:
-        if x.ndim in (3, 4) and x.shape[-1] == 1:
-            x = x[..., 0]
-        if x.ndim not in (2, 3):
-            raise ValueError(f"x must be one image (H, W) or a batch (B, H, W), got {x.shape}")
-        single = x.ndim == 2
-        return (x[None] if single else x)[..., None], single
-
     def features_and_logits(self, x: Array) -> tuple[Array, Array]:
         """(features, logits): the penultimate activations (feature_dim,) and the logits."""
-        h, single = self._as_batch(x)
+        h, single = _as_batch(x)
         for conv in self.convs:
             h = nn.avg_pool(nn.relu(conv(h)), (2, 2), strides=(2, 2), padding="SAME")
         h = nn.relu(self.hidden(h.reshape(h.shape[0], -1)))
@@ -106,29 +90,40 @@ class TimeConditionalClassifier(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, t: Array) -> Array:
-        if x.ndim in (3, 4) and x.shape[-1] == 1:
-            x = x[..., 0]
-        if x.ndim not in (2, 3) or jnp.shape(t) != x.shape[:-2]:
+        h, single = _as_batch(x)
+        if jnp.shape(t) != (() if single else h.shape[:1]):
             raise ValueError(
-                "x and t must be one image (H, W) with a scalar t or a batch (B, H, W) with "
-                f"t of shape (B,), got x of shape {x.shape} and t of shape {jnp.shape(t)}"
+                "t must be a scalar for one image (H, W) and of shape (B,) for a batch (B, H, W), "
+                f"got x of shape {x.shape} and t of shape {jnp.shape(t)}"
             )
-        single = x.ndim == 2
-        h = (x[None] if single else x)[..., None]
         t_batch = jnp.reshape(jnp.asarray(t, jnp.float32), (-1,))
         emb = GaussianFourierFeatures(self.num_features, self.scale)(t_batch)
         dense = lambda width: nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32)
         for width in self.widths:
-            conv = nn.Conv(
-                width,
-                (3, 3),
-                padding="SAME",
-                dtype=self.dtype,
-                param_dtype=jnp.float32,
-                conv_general_dilated=conv_general_dilated,
-            )
-            h = conv(h) + dense(width)(emb)[:, None, None, :]
+            h = _conv3x3(width, self.dtype)(h) + dense(width)(emb)[:, None, None, :]
             h = nn.avg_pool(nn.relu(h), (2, 2), strides=(2, 2), padding="SAME")
         h = nn.relu(dense(self.feature_dim)(h.reshape(h.shape[0], -1)))
         logits = dense(self.num_classes)(h).astype(jnp.float32)
         return logits[0] if single else logits
+
+
+def _conv3x3(width: int, dtype) -> nn.Conv:
+    return nn.Conv(
+        width,
+        (3, 3),
+        padding="SAME",
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        conv_general_dilated=conv_general_dilated,
+    )
+
+
+def _as_batch(x: Array) -> tuple[Array, bool]:
+    """One image (H, W) or a batch (B, H, W) (a trailing channel of 1 accepted) as a
+    (B, H, W, 1) batch, and whether it was one image."""
+    if x.ndim in (3, 4) and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim not in (2, 3):
+        raise ValueError(f"x must be one image (H, W) or a batch (B, H, W), got {x.shape}")
+    single = x.ndim == 2
+    return (x[None] if single else x)[..., None], single
