@@ -164,7 +164,11 @@ def denoising_start(sde, y: Array, noise_std: float) -> tuple[float, Array]:
     lie between its values there.
     """
     check_sde(sde)
-    ratio = lambda t: float(np.divide(*np.asarray(sde.kernel(jnp.asarray(t)))[::-1]))
+
+    def ratio(t):
+        mean, std = sde.kernel(jnp.asarray(t))
+        return float(std / mean)
+
     low, high = float(sde.eps), 1.0
     if not (np.isscalar(noise_std) and ratio(low) <= noise_std <= ratio(high)):
         raise ValueError(

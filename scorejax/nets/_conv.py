@@ -23,12 +23,26 @@ convolution other than stride 1, undilated, ungrouped NHWC/HWIO goes to
 
 from functools import partial
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def conv(width: int, size: int, dtype=None) -> nn.Conv:
+    """A ``size`` x ``size`` 'SAME' ``nn.Conv`` of ``width`` outputs on this convolution
+    (float32 parameters, computation in ``dtype``): the image networks' one convolution."""
+    return nn.Conv(
+        width,
+        (size, size),
+        padding="SAME",
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        conv_general_dilated=conv_general_dilated,
+    )
 
 
 def conv_general_dilated(

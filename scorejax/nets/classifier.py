@@ -11,7 +11,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from scorejax.nets._conv import conv_general_dilated
+from scorejax.nets import _conv
 from scorejax.nets.conditioning import GaussianFourierFeatures
 from scorejax.types import Array
 
@@ -46,7 +46,7 @@ class DigitClassifier(nn.Module):
     dtype: Any = None
 
     def setup(self):
-        self.convs = [_conv3x3(width, self.dtype) for width in self.widths]
+        self.convs = [_conv.conv(width, 3, self.dtype) for width in self.widths]
         self.hidden = nn.Dense(self.feature_dim, dtype=self.dtype, param_dtype=jnp.float32)
         self.head = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32)
 
@@ -100,22 +100,11 @@ class TimeConditionalClassifier(nn.Module):
         emb = GaussianFourierFeatures(self.num_features, self.scale)(t_batch)
         dense = lambda width: nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32)
         for width in self.widths:
-            h = _conv3x3(width, self.dtype)(h) + dense(width)(emb)[:, None, None, :]
+            h = _conv.conv(width, 3, self.dtype)(h) + dense(width)(emb)[:, None, None, :]
             h = nn.avg_pool(nn.relu(h), (2, 2), strides=(2, 2), padding="SAME")
         h = nn.relu(dense(self.feature_dim)(h.reshape(h.shape[0], -1)))
         logits = dense(self.num_classes)(h).astype(jnp.float32)
         return logits[0] if single else logits
-
-
-def _conv3x3(width: int, dtype) -> nn.Conv:
-    return nn.Conv(
-        width,
-        (3, 3),
-        padding="SAME",
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        conv_general_dilated=conv_general_dilated,
-    )
 
 
 def _as_batch(x: Array) -> tuple[Array, bool]:

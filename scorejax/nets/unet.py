@@ -25,7 +25,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from scorejax.nets._conv import conv_general_dilated
+from scorejax.nets import _conv
 from scorejax.nets.conditioning import GaussianFourierFeatures, std_scaled_output
 from scorejax.types import Array
 
@@ -58,13 +58,7 @@ class ResidualBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, emb: Array) -> Array:
-        conv = lambda width, size: nn.Conv(
-            width,
-            (size, size),
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            conv_general_dilated=conv_general_dilated,
-        )
+        conv = lambda width, size: _conv.conv(width, size, self.dtype)
         norm = lambda width: nn.GroupNorm(
             num_groups(width), dtype=self.dtype, param_dtype=jnp.float32
         )
@@ -165,13 +159,7 @@ class UNet(nn.Module):
         emb = dense(4 * self.widths[0])(nn.silu(dense(4 * self.widths[0])(emb)))
         emb = emb + self._label_embedding(label, jnp.shape(c), 4 * self.widths[0])
 
-        conv = lambda width: nn.Conv(
-            width,
-            (3, 3),
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            conv_general_dilated=conv_general_dilated,
-        )
+        conv = lambda width: _conv.conv(width, 3, self.dtype)
         h = conv(self.widths[0])(images)
         skips = []
         for level, width in enumerate(self.widths):
