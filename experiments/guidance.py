@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import scorejax as sj
+from experiments import mnist_score
 from experiments.common import (
     Timer,
     load_image_data,
@@ -40,7 +41,7 @@ from experiments.common import (
     parse_config,
     write_metrics,
 )
-from scorejax import guidance, nets, quality, samplers, training
+from scorejax import guidance, nets, quality, training
 from scorejax import sde as sdes
 
 
@@ -96,13 +97,12 @@ def noisy_accuracy(key, sde, logits_fn, images, labels, times=(0.1, 0.5, 0.9)):
 
 
 def sample_class(key, score, sde, shape, n, num_steps):
-    """Euler-Maruyama from the prior with ``score(x, t)``, then Tweedie's step at eps."""
+    """Euler-Maruyama from the prior with ``score(x, t)`` and Tweedie's step at eps, in
+    pixels (``mnist_score``'s sampler)."""
     x0 = sde.prior_sample(key, (n, *shape))
-    grid = samplers.reverse_time_grid(sde, num_steps)
-    x = sj.run_chains(key, samplers.pc_sampler(sde, score), x0, num_steps, schedule=grid,
-                      progress=False).state.x  # fmt: skip
-    x = jax.vmap(lambda v: samplers.denoise_sde(sde, score, v, sde.eps))(x)
-    return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)  # [-1, 1] -> pixels
+    x, _, _ = mnist_score.sample_sde_method(key, "em", sde, score, x0, num_steps, cfg=None,
+                                            progress=False)  # fmt: skip
+    return mnist_score.to_pixels(sde, x)
 
 
 def null_label_score(score_fn, params, x, t):
@@ -121,7 +121,7 @@ def main(cfg: Config) -> dict:
         nets.DIGITS_WIDTHS if cfg.dataset == "digits" else nets.CPU_WIDTHS
     )
     sde = sdes.VPSDE()
-    x_train = 2.0 * data.train_images - 1.0  # VP models see [-1, 1]
+    x_train = mnist_score.to_model_range(sde, data.train_images)  # VP: [-1, 1]
     labels = jnp.asarray(data.train_labels, jnp.int32)
     key = jax.random.key(cfg.seed)
     keys = jax.random.split(key, 6)
@@ -160,7 +160,7 @@ def main(cfg: Config) -> dict:
             cfg, loss, params, (x_train, labels), keys[4], cfg.classifier_train_steps,
             "noisy classifier",
         )  # fmt: skip
-    held_out = 2.0 * data.test_images - 1.0
+    held_out = mnist_score.to_model_range(sde, data.test_images)
     results["noisy_classifier"] = {
         "train_s": timer.seconds,
         **noisy_accuracy(

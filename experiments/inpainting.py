@@ -36,7 +36,7 @@ import numpy as np
 import scorejax as sj
 from experiments import mnist_score
 from experiments.common import Timer, markdown_table, output_dir, parse_config, write_metrics
-from scorejax import inverse, losses, quality, samplers
+from scorejax import inverse, losses, quality
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,51 +116,52 @@ def solve(key, task, model, measurement, y_pixels, cfg, shape):
     """``samples_per_observation`` solutions for one observation, in pixels."""
     score, sde, sigmas = model
     n = cfg.samples_per_observation
-    to_model = (lambda v: 2.0 * v - 1.0) if sde is not None else (lambda v: v)
-    to_pixels = (lambda v: (v + 1.0) / 2.0) if sde is not None else (lambda v: v)
+    evals = cfg.num_score_evals
     if task == "denoise":
-        noise = 2.0 * cfg.noise_std if sde is not None else cfg.noise_std  # in model units
-        y = to_model(y_pixels)
-        if sde is None:
+        y = mnist_score.to_model_range(sde, y_pixels)
+        noise = cfg.noise_std * (2.0 if sde is not None else 1.0)  # in the model's units
+        if sde is None:  # the ladder's levels below the noise, from x = y
             below = np.asarray(sigmas) <= noise
             ladder = sigmas[below] if below.any() else sigmas[-1:]
-            x, _, _ = mnist_score.sample_ncsn(key, score, ladder, jnp.broadcast_to(y, (n, *shape)),
-                                              cfg.num_score_evals * len(ladder) // len(sigmas),
-                                              progress=False)  # fmt: skip
+            x0 = jnp.broadcast_to(y, (n, *shape))
+            x, _, _ = mnist_score.sample_ncsn(
+                key, score, ladder, x0, evals * len(ladder) // len(sigmas), progress=False
+            )
         else:
             t_start, x_start = inverse.denoising_start(sde, y, noise)
-            num_steps = max(1, int(cfg.num_score_evals * t_start))
-            grid = samplers.reverse_time_grid(sde, num_steps, t_start=t_start)
-            x = sj.run_chains(key, samplers.pc_sampler(sde, score),
-                              jnp.broadcast_to(x_start, (n, *shape)), num_steps, schedule=grid,
-                              progress=False).state.x  # fmt: skip
-            x = jax.vmap(lambda v: samplers.denoise_sde(sde, score, v, sde.eps))(x)
-        return jnp.clip(to_pixels(x), 0.0, 1.0)
+            x0 = jnp.broadcast_to(x_start, (n, *shape))
+            x, _, _ = mnist_score.sample_sde_method(
+                key,
+                "em",
+                sde,
+                score,
+                x0,
+                max(1, int(evals * t_start)),
+                cfg,
+                progress=False,
+                t_start=t_start,
+            )
+        return mnist_score.to_pixels(sde, x)
     # A is linear, so A (2 x - 1) = 2 A x - A 1: the observation in the VP model's units
     ones = jnp.ones(measurement.matrix.shape[1])
     y = 2.0 * y_pixels - measurement.matrix @ ones if sde is not None else y_pixels
+    condition = partial(_conditioned, measurement, y)
     if sde is None:
-        steps_per_level = max(1, cfg.num_score_evals // len(sigmas))
-        step = samplers.ncsnv2_step_size(sigmas, steps_per_level)
-        sampler = inverse.measurement_conditioned(
-            samplers.noise_conditional_ula(score), measurement, y, inverse.sigma_level
-        )
         x0 = sigmas[0] * jax.random.normal(key, (n, *shape))
-        schedule = samplers.annealed_step_sizes(sigmas, step, steps_per_level)
-        num_steps = len(sigmas) * steps_per_level
-        x = sj.run_chains(key, sampler, x0, num_steps, schedule=schedule, progress=False).state.x
-        x = jax.vmap(lambda v: samplers.tweedie_denoise(score, v, sigmas[-1]))(x)
-    else:
-        sampler = inverse.measurement_conditioned(
-            samplers.pc_sampler(sde, score), measurement, y, inverse.sde_level(sde)
+        x, _, _ = mnist_score.sample_ncsn(
+            key, score, sigmas, x0, evals, progress=False, condition=condition
         )
+    else:
         x0 = sde.prior_sample(key, (n, *shape))
-        grid = samplers.reverse_time_grid(sde, cfg.num_score_evals)
-        x = sj.run_chains(key, sampler, x0, cfg.num_score_evals, schedule=grid,
-                          progress=False).state.x  # fmt: skip
-        x = jax.vmap(lambda v: samplers.denoise_sde(sde, score, v, sde.eps))(x)
+        x, _, _ = mnist_score.sample_sde_method(
+            key, "em", sde, score, x0, evals, cfg, progress=False, condition=condition
+        )
     x = jax.vmap(lambda v: inverse.project_exact(measurement, y, v))(x)
-    return jnp.clip(to_pixels(x), 0.0, 1.0)
+    return mnist_score.to_pixels(sde, x)
+
+
+def _conditioned(measurement, y, sampler, level):
+    return inverse.measurement_conditioned(sampler, measurement, y, level)
 
 
 def baseline(task, measurement, y_pixels, mean_image):

@@ -48,7 +48,7 @@ from experiments.common import (
     parse_config,
     write_metrics,
 )
-from scorejax import checkpoint, losses, nets, ode, quality, samplers, sharding, training
+from scorejax import checkpoint, inverse, losses, nets, ode, quality, samplers, sharding, training
 from scorejax import sde as sdes
 
 
@@ -228,25 +228,35 @@ def divisor_at_most(num_steps: int, thin: int) -> int:
     return max(d for d in range(1, thin + 1) if num_steps % d == 0) if thin else 0
 
 
-def sample_ncsn(key, score_fn, sigmas, x0, num_evals, thin=0, progress=True):
+def unconditioned(sampler, level):
+    """No conditioning: the sampler itself (``condition`` of the samplers below)."""
+    del level
+    return sampler
+
+
+def sample_ncsn(key, score_fn, sigmas, x0, num_evals, thin=0, progress=True,
+                condition=unconditioned):  # fmt: skip
     """Annealed Langevin with NCSNv2's step size (Technique 4), T = evals // L steps a level,
-    then Tweedie's denoising step. Returns (samples, trace, score evaluations)."""
+    then Tweedie's denoising step; ``condition(sampler, level)`` may wrap the kernel
+    (``inverse.measurement_conditioned``). Returns (samples, trace, score evaluations)."""
     steps_per_level = max(1, num_evals // len(sigmas))
     step_size = samplers.ncsnv2_step_size(sigmas, steps_per_level)
     schedule = samplers.annealed_step_sizes(sigmas, step_size, steps_per_level)
     num_steps = len(sigmas) * steps_per_level
     thin = divisor_at_most(num_steps, thin)
     result = sj.run_chains(
-        key, samplers.noise_conditional_ula(score_fn), x0, num_steps, schedule=schedule,
-        thin=thin, progress=progress,
+        key, condition(samplers.noise_conditional_ula(score_fn), inverse.sigma_level), x0,
+        num_steps, schedule=schedule, thin=thin, progress=progress,
     )  # fmt: skip
     x = jax.vmap(lambda v: samplers.tweedie_denoise(score_fn, v, sigmas[-1]))(result.state.x)
     return x, None if thin == 0 else result.trace.x, num_steps + 1
 
 
-def sample_sde_method(key, method, sde, score_fn, x0, num_evals, cfg, thin=0, progress=True):
+def sample_sde_method(key, method, sde, score_fn, x0, num_evals, cfg, thin=0, progress=True,
+                      condition=unconditioned, t_start=1.0):  # fmt: skip
     """Euler-Maruyama (``em``) or reverse diffusion + Langevin corrector (``pc``, half the
-    steps) then Tweedie's denoising step. Returns (samples, trace, score evaluations)."""
+    steps) from ``t_start``, then Tweedie's denoising step; ``condition(sampler, level)`` may
+    wrap the kernel. Returns (samples, trace, score evaluations)."""
     if method == "em":
         sampler, num_steps = samplers.pc_sampler(sde, score_fn), num_evals
     else:
@@ -254,8 +264,9 @@ def sample_sde_method(key, method, sde, score_fn, x0, num_evals, cfg, thin=0, pr
             sde, score_fn, samplers.reverse_diffusion, samplers.langevin_corrector, snr=cfg.snr
         )
         num_steps = max(1, num_evals // 2)
-    grid = samplers.reverse_time_grid(sde, num_steps)
+    grid = samplers.reverse_time_grid(sde, num_steps, t_start=t_start)
     thin = divisor_at_most(num_steps, thin)
+    sampler = condition(sampler, inverse.sde_level(sde))
     result = sj.run_chains(key, sampler, x0, num_steps, schedule=grid, thin=thin, progress=progress)
     x = jax.vmap(lambda v: samplers.denoise_sde(sde, score_fn, v, sde.eps))(result.state.x)
     evals = num_steps * (1 if method == "em" else 2) + 1
