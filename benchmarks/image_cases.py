@@ -4,13 +4,12 @@
   attention at 7x7), batch 128: per step one sigma of a 10-level geometric ladder per image,
   ``losses.ncsn_loss``, one Adam step (learning rate 1e-3) and the EMA update.
   ``torch_eager`` is the same U-Net in PyTorch (``torch_ref.UNet``, the same layers and
-  parameter count) in an eager training loop (``torch_ref.unet_train``). ``scorejax`` is for
-  now ``jax.jit(train_step)`` called once per step (the loop a user writes around
-  ``make_train_step``); ``sj.fit`` runs as ``scorejax[fit]`` in full mode only, because on
-  the CPU its compiled scan ran this network's steps more than ten times slower than the
-  jitted step (batch 128: about 10 s a step jitted, over 100 s inside fit; under
-  investigation). The images are uniform noise in [0, 1] with a fixed seed: throughput does
-  not depend on the pixels, and no data set has to be loaded.
+  parameter count) in an eager training loop (``torch_ref.unet_train``). ``scorejax`` is
+  ``jax.jit(train_step)`` called once per step (the loop a user writes around
+  ``make_train_step``); ``sj.fit``'s compiled scan runs as ``scorejax[fit]`` in full mode
+  only, to keep the quick suite short (since ``nets._conv`` both take about the same time a
+  step: docs/performance.md, "Image score models"). The images are uniform noise in [0, 1]
+  with a fixed seed: throughput does not depend on the pixels, and no data set is loaded.
 """
 
 from functools import partial

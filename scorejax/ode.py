@@ -185,11 +185,12 @@ def log_likelihood(
     x and delta = int_eps^1 div f~(x(t), t) dt are integrated as one augmented ODE from
     t = eps to 1; then log p_eps(x) = log p_1(x(1)) + delta with p_1 taken as the SDE's prior
     (``sde.prior_log_prob``; the prior is p_1 only approximately, e.g. VP's m(1) = 0.0066).
-    Without ``key`` the divergence is exact (one forward-mode Jacobian-vector product per
-    dimension, as ``scores.divergence``); with a key it is the Skilling-Hutchinson estimate
-    v^T (d f~ / dx) v with ``num_probes`` probes drawn once from the key and held fixed along
-    the trajectory (FFJORD, Grathwohl et al. 2019), an unbiased estimate of delta and, by
-    Jensen's inequality, a slightly low-biased one of the likelihood itself. ``jax.vmap``
+    Both divergences are sums of v^T (d f~ / dx) v, each from one vector-Jacobian product
+    (reverse mode, as FFJORD computes it; one forward pass shared by all v). Without ``key``
+    v runs over the standard basis and the divergence is exact; with a key it is the
+    Skilling-Hutchinson estimate with ``num_probes`` probes drawn once from the key and held
+    fixed along the trajectory (FFJORD, Grathwohl et al. 2019), an unbiased estimate of delta
+    and, by Jensen's inequality, a slightly low-biased one of the likelihood itself. ``jax.vmap``
     over examples, and over keys for many probes.
 
     Args:
@@ -224,8 +225,9 @@ def _log_likelihood(sde, score_fn, x, probes, t0, t1, rtol, atol, num_steps, sol
             tangents = basis
         else:
             tangents = probes
-        value, jv = jax.vmap(lambda v: jax.jvp(drift, (x_t,), (v,)), out_axes=(None, 0))(tangents)
-        quadratic = jnp.sum((tangents * jv).reshape(tangents.shape[0], -1), axis=-1)
+        value, pullback = jax.vjp(drift, x_t)
+        (vj,) = jax.vmap(pullback)(tangents)
+        quadratic = jnp.sum((tangents * vj).reshape(tangents.shape[0], -1), axis=-1)
         div = jnp.sum(quadratic) if probes is None else jnp.mean(quadratic)
         return value, div
 

@@ -16,7 +16,8 @@ train step; docs/performance.md, "Image score models"). Here
   its channels swapped, so that the input's gradient is that forward convolution.
 
 The reverse pass is then fast everywhere. The price is forward mode: a JVP in dx inside a
-loop body (the ODE likelihood's Hutchinson estimate) runs in the slow layout. Any
+loop body runs in the slow layout (scorejax itself uses none on an image network; the ODE
+likelihood's divergence is computed in reverse mode). Any
 convolution other than stride 1, undilated, ungrouped NHWC/HWIO goes to
 ``lax.conv_general_dilated`` unchanged.
 """
