@@ -45,6 +45,7 @@ class Config:
 
     dataset: str = "digits"  # as mnist_score: "digits" (8x8) or "mnist"
     models_dir: str = ""  # mnist_score's out_dir; "" takes its default for the dataset
+    models_steps: int = 0  # the models' training steps (mnist_score's); 0 takes its default
     smoke_models: bool = False  # mnist_score's smoke models (trained in out_dir/models)
     tasks: tuple = ("half", "box", "random", "superres", "denoise")
     noise_std: float = 0.2  # denoising: pixel noise (pixels in [0, 1])
@@ -69,6 +70,8 @@ def score_config(cfg) -> mnist_score.Config:
     else:
         overrides = dict(out_dir=cfg.models_dir or MODELS_DIRS[cfg.dataset])
     overrides.update(dataset=cfg.dataset, resume=True, seed=cfg.seed)
+    if cfg.models_steps:
+        overrides.update(num_train_steps=cfg.models_steps)
     return mnist_score.Config(**overrides)
 
 

@@ -130,7 +130,22 @@ def test_jem_experiment_smoke(tmp_path):
 
     cfg = dataclasses.replace(experiment.Config(), **experiment.SMOKE, out_dir=str(tmp_path))
     experiment.report(experiment.main(cfg), cfg)
-    rows = json.loads((tmp_path / "metrics.json").read_text())["models"]
-    assert [row["model"] for row in rows] == ["classifier", "JEM"]
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert [row["model"] for row in written["models"]] == ["classifier", "JEM"]
+    assert set(written["pixel_knn"]) == {"uniform noise", "pixel-shuffled", "flipped"}
     for name in ("table.md", "reliability.png", "class_samples.png", "moons_energy.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_pixel_knn_auroc_is_a_half_on_the_same_images_and_one_far_away():
+    """The reference score ties on identical sets (AUROC 1/2 exactly) and separates a set
+    shifted far from the training images completely; k counts neighbours (k = 1 on the
+    training images themselves scores every one at distance 0)."""
+    from experiments.jem import pixel_knn_auroc
+
+    rng = np.random.default_rng(0)
+    train = rng.uniform(size=(50, 4, 4)).astype(np.float32)
+    test = rng.uniform(size=(20, 4, 4)).astype(np.float32)
+    assert pixel_knn_auroc(train, test, test) == 0.5
+    assert pixel_knn_auroc(train, test, test + 3.0) == 1.0
+    assert pixel_knn_auroc(train, train[:20], test, k=1) == 1.0
