@@ -7,8 +7,8 @@
   parameter count) in an eager training loop (``torch_ref.unet_train``). ``scorejax`` is
   ``jax.jit(train_step)`` called once per step (the loop a user writes around
   ``make_train_step``); ``sj.fit``'s compiled scan runs as ``scorejax[fit]`` in full mode
-  only, to keep the quick suite short (since ``nets._conv`` both take about the same time a
-  step: docs/performance.md, "Image score models"). The images are uniform noise in [0, 1]
+  only, to keep the quick suite short (with ``nets._conv`` the two take about the same time
+  a step: docs/performance.md, "Image score models"). The images are uniform noise in [0, 1]
   with a fixed seed: throughput does not depend on the pixels, and no data set is loaded.
 """
 

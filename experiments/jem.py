@@ -6,9 +6,9 @@ on the 8x8 digits (``--dataset mnist`` for the 5,000 MNIST digits): once on the
 cross-entropy, once as a JEM (cross-entropy + persistent contrastive divergence on
 E(x) = -logsumexp f(x), SGLD chains from a replay buffer with Grathwohl et al.'s settings:
 20 steps, step 1, noise 0.01, reinitialisation 0.05, uniform noise restarts, a buffer of
-10,000). Training runs
-in chunks; when a chunk reports divergence (non-finite values or runaway energies, JEM's
-known failure) the run stops, keeps the parameters of the last good chunk and says so.
+10,000). Training runs in chunks; when a chunk reports divergence (non-finite values or
+runaway energies, JEM's known failure) the run stops, keeps the parameters of the last good
+chunk and says so.
 
 Reported per model: held-out accuracy, expected calibration error (15 bins) with its
 reliability diagram, OOD AUROC of the energy score -E(x) = logsumexp f(x) and of the maximum
