@@ -132,7 +132,7 @@ def ood_sets(key, images):
     }
 
 
-def evaluate(cfg, logits_fn, params, data, key):
+def evaluate(cfg, logits_fn, params, data, oods):
     logits = jax.vmap(logits_fn, in_axes=(None, 0))(params, data.test_images)
     probs = np.asarray(jax.nn.softmax(logits))
     labels = np.asarray(data.test_labels)
@@ -142,7 +142,7 @@ def evaluate(cfg, logits_fn, params, data, key):
     max_softmax = lambda x: jnp.max(
         jax.nn.softmax(jax.vmap(logits_fn, in_axes=(None, 0))(params, x)), 1
     )
-    for name, x_out in ood_sets(key, data.test_images).items():
+    for name, x_out in oods.items():
         row[f"auroc energy: {name}"] = float(
             metrics.auroc(energy_score(data.test_images), energy_score(x_out)))  # fmt: skip
         row[f"auroc max-softmax: {name}"] = float(
@@ -205,19 +205,19 @@ def main(cfg: Config) -> dict:
     logits_fn = nets.apply_fn(model)
     params = model.init(jax.random.key(cfg.seed), data.train_images[0])
     results = {"config": dataclasses.asdict(cfg), "models": [], "arrays": {}}
+    oods = ood_sets(jax.random.key(cfg.seed + 5), data.test_images)
     for generative in (False, True):
         name = "JEM" if generative else "classifier"
         with Timer(f"{name}: train") as timer:
             trained, history, diverged = train(cfg, logits_fn, params, data.train_images,
                                                data.train_labels, shape, generative)  # fmt: skip
-        row, bins = evaluate(cfg, logits_fn, trained, data, jax.random.key(cfg.seed + 5))
+        row, bins = evaluate(cfg, logits_fn, trained, data, oods)
         row = {"model": name, **row, "train_s": timer.seconds, "diverged_at": diverged,
                "steps": len(history["loss"])}  # fmt: skip
         results["models"].append(row)
         results["arrays"][f"reliability_{name}"] = bins
         results["arrays"][f"samples_{name}"] = class_samples(
             cfg, logits_fn, trained, shape, jax.random.key(cfg.seed + 6))  # fmt: skip
-    oods = ood_sets(jax.random.key(cfg.seed + 5), data.test_images)
     results["pixel_knn"] = {name: pixel_knn_auroc(data.train_images, data.test_images, x_out)
                             for name, x_out in oods.items()}  # fmt: skip
     with Timer("two moons"):

@@ -149,3 +149,16 @@ def test_pixel_knn_auroc_is_a_half_on_the_same_images_and_one_far_away():
     assert pixel_knn_auroc(train, test, test) == 0.5
     assert pixel_knn_auroc(train, test, test + 3.0) == 1.0
     assert pixel_knn_auroc(train, train[:20], test, k=1) == 1.0
+    # against a brute-force reference: sorted distances and the pairwise definition of AUROC
+    out = rng.uniform(size=(30, 4, 4)).astype(np.float32) ** 2  # darker: a real separation
+    flat = train.reshape(50, -1).astype(np.float64)
+
+    def brute(x, k=5):
+        d2 = ((x.reshape(len(x), 1, -1) - flat[None]) ** 2).sum(-1)
+        return -np.sort(d2, axis=1)[:, :k].mean(axis=1)
+
+    s_in, s_out = brute(test.astype(np.float64)), brute(out.astype(np.float64))
+    pairwise = np.mean(s_in[:, None] > s_out[None]) + 0.5 * np.mean(s_in[:, None] == s_out[None])
+    assert 0.5 < pairwise < 1.0  # the reference case is not one of the trivial ones above
+    # the same count ratio (600 pairs), returned in float32
+    assert pixel_knn_auroc(train, test, out) == pytest.approx(pairwise, rel=1e-6)
