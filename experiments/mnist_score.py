@@ -27,6 +27,7 @@ hosts start the same command on each with ``--distributed`` (``jax.distributed``
     python -m experiments.mnist_score                     # CPU tier, 28x28 (hours on 2 cores)
     python -m experiments.mnist_score --tier gpu          # ~1M-parameter U-Net, 30k steps
     python -m experiments.mnist_score --dataset digits    # 8x8 digits, minutes
+    python -m experiments.mnist_score --models sde        # the SDE model only
     python -m experiments.mnist_score --smoke             # seconds, for the tests
 """
 
@@ -59,6 +60,7 @@ class Config:
     dataset: str = "mnist"  # "mnist" (5,000 digits, 28x28) or "digits" (8x8)
     tier: str = "cpu"  # "cpu" or "gpu": the U-Net's size and the number of steps
     sde: str = "vp"  # the SDE model: "vp" (noise prediction) or "ve" (output / std)
+    models: tuple = ("ncsn", "sde")  # which to train and sample: a subset of MODELS
     widths: tuple = ()  # U-Net widths per level; () takes the tier's
     attention: bool = True
     num_train_steps: int = 0  # 0 takes the tier's
@@ -118,9 +120,11 @@ def load(cfg):
 
 
 def settings(cfg):
-    """(widths, training steps) from the tier unless given."""
+    """(widths, training steps) from the tier unless given; checks the tier and the models."""
     if cfg.tier not in TIERS:
         raise ValueError(f"tier must be one of {sorted(TIERS)}, got {cfg.tier!r}")
+    if not cfg.models or not set(cfg.models) <= set(MODELS):
+        raise ValueError(f"models must be a non-empty subset of {MODELS}, got {cfg.models!r}")
     widths, steps = DIGITS if cfg.dataset == "digits" else TIERS[cfg.tier]
     return tuple(cfg.widths) or widths, cfg.num_train_steps or steps
 
@@ -369,7 +373,9 @@ def main(cfg: Config) -> dict:
     results["sanity"] = [{"row": name, **values} for name, values in sanity.items()]
 
     samples_by_method = {}
-    for index, name in enumerate(MODELS):
+    for index, name in enumerate(MODELS):  # the index keys each model's randomness
+        if name not in cfg.models:
+            continue
         model, score_fn, loss_fn, model_sde, sigmas = make_model(cfg, name, widths, sigma_max, dim)
         x_train = to_model_range(model_sde, train_images) if model_sde else train_images
         grid_key = jax.random.fold_in(key_sample, 100 + index)

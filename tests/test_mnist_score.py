@@ -101,3 +101,27 @@ def test_smoke_run_writes_metrics_figures_and_logs(tmp_path):
                  "denoising_sde.png", "reverse_pc.gif", "table.md"):  # fmt: skip
         assert (out / name).stat().st_size > 0, name
     assert list((tmp_path / "tb" / "sde").iterdir())
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(tier="tpu"), "tier"),
+        (dict(models=("sde", "gan")), "models"),
+        (dict(models=()), "models"),
+    ],
+)
+def test_settings_name_a_bad_tier_or_model_set(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        mnist_score.settings(dataclasses.replace(mnist_score.Config(), **overrides))
+
+
+@pytest.mark.slow
+def test_a_subset_of_the_models_trains_and_samples_only_those(tmp_path):
+    cfg = _config(tmp_path / "run", models=("sde",))
+    results = mnist_score.main(cfg)
+    mnist_score.report(results, cfg)
+    assert set(results["models"]) == {"sde"}
+    assert {row["sampler"] for row in results["samplers"]} == {"em", "pc", "ode"}
+    assert not (Path(cfg.out_dir) / "checkpoints" / "ncsn").exists()
+    assert (Path(cfg.out_dir) / "samples.png").stat().st_size > 0
