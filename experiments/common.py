@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from scorejax import data, metrics, plot
+from scorejax import data, metrics, plot, quality
 
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
 _TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str"}
@@ -249,3 +249,42 @@ def load_image_data(dataset: str, seed: int):
     if dataset == "mnist":
         return data.load_mnist_5k(seed=seed)
     raise ValueError(f"dataset must be 'digits' or 'mnist', got {dataset!r}")
+
+
+def quality_classifier(cfg, key, images, num_steps: int):
+    """The experiment's quality classifier (``scorejax.quality``) and a dict of its held-out
+    accuracy, training time and origin.
+
+    With ``cfg.classifier`` set it is loaded from that file (``classifier.msgpack`` of an
+    earlier run), so this run's classifier FDs compare with that run's, even across machines
+    whose floats differ; else it is trained on ``images``' training split with ``key``. It
+    is saved to ``cfg.out_dir/classifier.msgpack`` either way, with the data set and split
+    seed it was trained on.
+
+    Raises:
+      ValueError: the loaded classifier was trained on another data set or split (its
+      training digits would be among this run's held-out ones).
+    """
+    path = Path(cfg.out_dir) / "classifier.msgpack"
+    split = {"dataset": cfg.dataset, "seed": cfg.seed}
+    with Timer() as timer:
+        if cfg.classifier:
+            params, meta = quality.load_classifier(cfg.classifier, images.train_images.shape[1:])
+            if {k: meta.get(k) for k in split} != split:
+                raise ValueError(
+                    f"classifier: {cfg.classifier!r} was trained on the split {meta}, this "
+                    f"run uses {split}: its training digits would be held out here"
+                )
+        else:
+            params, _ = quality.train_classifier(
+                key, images.train_images, images.train_labels, num_steps=num_steps
+            )
+            meta = {**split, "num_steps": num_steps}
+    accuracy = quality.accuracy(params, images.test_images, images.test_labels)
+    if not cfg.classifier or Path(cfg.classifier).resolve() != path.resolve():
+        quality.save_classifier(path, params, **meta)
+    info = {"held_out_accuracy": accuracy, "train_s": timer.seconds,
+            "loaded_from": cfg.classifier or None}  # fmt: skip
+    print(f"quality classifier: held-out accuracy {accuracy:.4f}"
+          + (f" (loaded from {cfg.classifier})" if cfg.classifier else ""))  # fmt: skip
+    return params, info

@@ -39,6 +39,7 @@ from experiments.common import (
     markdown_table,
     output_dir,
     parse_config,
+    quality_classifier,
     write_metrics,
 )
 from scorejax import guidance, nets, quality, training
@@ -61,6 +62,7 @@ class Config:
     samples_per_class: int = 30
     num_score_evals: int = 200
     eval_classifier_steps: int = 2000
+    classifier: str = ""  # a saved quality classifier (an earlier run's classifier.msgpack)
     steps_per_call: int = 10
     seed: int = 0
     out_dir: str = "results/guidance"
@@ -127,13 +129,9 @@ def main(cfg: Config) -> dict:
     keys = jax.random.split(key, 6)
     results = {"config": dataclasses.asdict(cfg), "widths": widths, "rows": [], "arrays": {}}
 
-    with Timer() as timer:
-        clean, _ = quality.train_classifier(
-            keys[0], data.train_images, data.train_labels, num_steps=cfg.eval_classifier_steps
-        )
-    accuracy = quality.accuracy(clean, data.test_images, data.test_labels)
-    results["eval_classifier"] = {"held_out_accuracy": accuracy, "train_s": timer.seconds}
-    print(f"evaluation classifier: held-out accuracy {accuracy:.4f}")
+    clean, results["eval_classifier"] = quality_classifier(
+        cfg, keys[0], data, cfg.eval_classifier_steps
+    )
 
     unet = nets.UNet(widths=widths, sde=sde, parametrisation=nets.epsilon_output,
                      num_classes=NUM_CLASSES)  # fmt: skip

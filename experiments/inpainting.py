@@ -35,7 +35,14 @@ import numpy as np
 
 import scorejax as sj
 from experiments import mnist_score
-from experiments.common import Timer, markdown_table, output_dir, parse_config, write_metrics
+from experiments.common import (
+    Timer,
+    markdown_table,
+    output_dir,
+    parse_config,
+    quality_classifier,
+    write_metrics,
+)
 from scorejax import inverse, losses, quality
 
 
@@ -47,6 +54,7 @@ class Config:
     models_dir: str = ""  # mnist_score's out_dir; "" takes its default for the dataset
     models_steps: int = 0  # the models' training steps (mnist_score's); 0 takes its default
     smoke_models: bool = False  # mnist_score's smoke models (trained in out_dir/models)
+    models: tuple = ("ncsn", "sde")  # which of mnist_score's models solve the tasks
     tasks: tuple = ("half", "box", "random", "superres", "denoise")
     noise_std: float = 0.2  # denoising: pixel noise (pixels in [0, 1])
     random_fraction: float = 0.5  # "random": the fraction of pixels known
@@ -54,6 +62,7 @@ class Config:
     samples_per_observation: int = 4
     num_score_evals: int = 300
     classifier_steps: int = 2000
+    classifier: str = ""  # a saved quality classifier (an earlier run's classifier.msgpack)
     seed: int = 0
     out_dir: str = "results/inpainting"
 
@@ -69,21 +78,24 @@ def score_config(cfg) -> mnist_score.Config:
         overrides = dict(mnist_score.SMOKE, out_dir=cfg.models_dir or f"{cfg.out_dir}/models")
     else:
         overrides = dict(out_dir=cfg.models_dir or MODELS_DIRS[cfg.dataset])
-    overrides.update(dataset=cfg.dataset, resume=True, seed=cfg.seed)
+    overrides.update(dataset=cfg.dataset, models=tuple(cfg.models), resume=True, seed=cfg.seed)
     if cfg.models_steps:
         overrides.update(num_train_steps=cfg.models_steps)
     return mnist_score.Config(**overrides)
 
 
 def load_models(score_cfg, data):
-    """(NCSN score, sigmas), (SDE score, sde): trained by mnist_score, restored from its
-    checkpoints (trained here first when they are missing)."""
+    """{name: (score, sde, sigmas)} for each of ``score_cfg.models`` (NCSN: sde None; the
+    SDE model: sigmas None): trained by mnist_score, restored from its checkpoints (trained
+    here first when they are missing)."""
     widths, num_steps = mnist_score.settings(score_cfg)
     train_images = data.train_images[..., None]
     sigma_max = losses.largest_pairwise_distance(train_images)
     dim = int(np.prod(train_images.shape[1:]))
     models = {}
-    for index, name in enumerate(mnist_score.MODELS):
+    for index, name in enumerate(mnist_score.MODELS):  # the index keys each model, as there
+        if name not in score_cfg.models:
+            continue
         model, score_fn, loss_fn, sde, sigmas = mnist_score.make_model(
             score_cfg, name, widths, sigma_max, dim
         )
@@ -197,15 +209,14 @@ def main(cfg: Config) -> dict:
     key = jax.random.key(cfg.seed)
     with Timer() as timer:
         models = load_models(score_cfg, data)
-    classifier, _ = quality.train_classifier(
-        jax.random.fold_in(key, 1), data.train_images, data.train_labels,
-        num_steps=cfg.classifier_steps,
-    )  # fmt: skip
+    classifier, classifier_info = quality_classifier(
+        cfg, jax.random.fold_in(key, 1), data, cfg.classifier_steps
+    )
     mean_image = jnp.mean(data.train_images, axis=0)[..., None]
     truth = data.test_images[: cfg.num_observations, ..., None]
     labels = np.asarray(data.test_labels[: cfg.num_observations])
     results = {"config": dataclasses.asdict(cfg), "models_s": timer.seconds, "rows": [],
-               "arrays": {}}  # fmt: skip
+               "classifier": classifier_info, "arrays": {}}  # fmt: skip
     for task_index, task in enumerate(cfg.tasks):
         measurement, mask = measurement_for(task, cfg, shape, jax.random.fold_in(key, 7))
         observations = []
@@ -281,6 +292,8 @@ def report(results: dict, cfg: Config) -> None:
         f"superres and denoise, noise std {cfg.noise_std}), pixels in [0, 1], of each sample "
         "and of the mean of an observation's samples; agreement: the in-project classifier "
         "predicts the true label; diversity: pairwise RMS distance between samples.",
+        "",
+        f"classifier held-out accuracy {results['classifier']['held_out_accuracy']:.4f}",
         "",
         markdown_table(results["rows"], columns),
     ]

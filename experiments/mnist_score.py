@@ -47,6 +47,7 @@ from experiments.common import (
     markdown_table,
     output_dir,
     parse_config,
+    quality_classifier,
     write_metrics,
 )
 from scorejax import checkpoint, inverse, losses, nets, ode, quality, samplers, sharding, training
@@ -75,6 +76,7 @@ class Config:
     ode_tol: float = 1e-3
     snr: float = 0.16
     classifier_steps: int = 2000
+    classifier: str = ""  # a saved quality classifier (an earlier run's classifier.msgpack)
     num_bpd: int = 64
     checkpoint_every: int = 1000
     steps_per_call: int = 10
@@ -354,16 +356,9 @@ def main(cfg: Config) -> dict:
     results = {"config": dataclasses.asdict(cfg), "widths": widths, "num_train_steps": num_steps,
                "sigma_max": sigma_max, "models": {}, "samplers": [], "arrays": {}}  # fmt: skip
 
-    with Timer() as timer:
-        classifier, _ = quality.train_classifier(
-            jax.random.fold_in(key_eval, 0),
-            data.train_images,
-            data.train_labels,
-            num_steps=cfg.classifier_steps,
-        )
-    accuracy = float(quality.accuracy(classifier, data.test_images, data.test_labels))
-    results["classifier"] = {"held_out_accuracy": accuracy, "train_s": timer.seconds}
-    print(f"classifier: held-out accuracy {accuracy:.4f}")
+    classifier, results["classifier"] = quality_classifier(
+        cfg, jax.random.fold_in(key_eval, 0), data, cfg.classifier_steps
+    )
     reference = data.test_images
     # the sanity rows use as many images as each sampler row: FD's bias depends on the size
     sanity = quality.sanity_reports(

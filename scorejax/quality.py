@@ -20,17 +20,23 @@ steps), its feature dimension and on the sample size (FD is biased by O(D / N)).
 samples only against each other and against the sanity rows (``sanity_reports``) computed
 with the same classifier, reference set and sample size: the floor (real training digits
 vs the held-out reference), Gaussian-noise images, and real digits blurred or noised by
-increasing amounts, which must score monotonically worse.
+increasing amounts, which must score monotonically worse. To compare runs with each other
+(or runs on machines whose floats differ, which train the same seed to slightly different
+weights), save one run's classifier with ``save_classifier`` and load it in the others with
+``load_classifier``.
 
 Pixels are in [0, 1] (as ``data.load_digits`` and ``data.load_mnist_5k`` give them).
 """
 
 import functools
+import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import serialization
 
 from scorejax import metrics
 from scorejax._checks import check_integer, check_positive, check_rank
@@ -145,6 +151,57 @@ def train_classifier(
         description="classifier",
     )
     return state.ema_params, history
+
+
+def save_classifier(path, params: Params, **metadata) -> Path:
+    """Write a classifier's parameters and ``metadata`` (JSON-serialisable keyword arguments,
+    e.g. the data set and split it was trained on) to ``path`` in Flax's msgpack format
+    (arrays and strings only, nothing pickled); the parent folder is created. Returns the
+    path. Read it back with ``load_classifier``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"params": serialization.to_state_dict(params), "metadata": json.dumps(metadata)}
+    path.write_bytes(serialization.msgpack_serialize(jax.device_get(payload)))
+    return path
+
+
+def load_classifier(
+    path, image_shape: tuple[int, int], *, model: DigitClassifier = DEFAULT_CLASSIFIER
+) -> tuple[Params, dict]:
+    """The parameters and metadata written by ``save_classifier``.
+
+    Args:
+      path: the file ``save_classifier`` wrote.
+      image_shape: (H, W) of the images the classifier is for.
+      model: the classifier the parameters belong to.
+
+    Returns:
+      (params, metadata dict).
+
+    Raises:
+      ValueError: the file is missing or unreadable, or its parameters do not have the
+      structure and shapes of ``model``'s on ``image_shape`` images (e.g. an 8x8
+      classifier loaded for 28x28 digits).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"path: no classifier file at {str(path)!r}")
+    try:
+        payload = serialization.msgpack_restore(path.read_bytes())
+        metadata = json.loads(payload["metadata"])
+        saved = payload["params"]
+    except Exception as error:  # msgpack, JSON and key errors alike: not a saved classifier
+        raise ValueError(f"path: {str(path)!r} is not a saved classifier ({error})") from error
+    template = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *image_shape)))
+    want = jax.tree_util.tree_map(lambda a: a.shape, serialization.to_state_dict(template))
+    got = jax.tree_util.tree_map(np.shape, saved)
+    if want != got:
+        raise ValueError(
+            f"path: the classifier in {str(path)!r} does not fit {model!r} on "
+            f"{tuple(image_shape)} images (parameter shapes {got}, expected {want})"
+        )
+    params = serialization.from_state_dict(template, jax.tree_util.tree_map(jnp.asarray, saved))
+    return params, metadata
 
 
 @functools.partial(jax.jit, static_argnames=("model", "batch_size"))

@@ -46,3 +46,26 @@ def test_inpainting_smoke_keeps_the_known_pixels(tmp_path):
         samples = np.asarray(arrays[name])  # (observations, samples, H, W)
         np.testing.assert_allclose(samples[:, :, :4], np.broadcast_to(truth[:, None, :4],
                                    samples[:, :, :4].shape), atol=1e-6)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_inpainting_with_one_model_and_a_saved_classifier(tmp_path):
+    """``--models ncsn`` restores and runs only the NCSN; ``--classifier`` reuses the first
+    run's quality classifier, so the agreements of the two runs are measured alike."""
+    cfg = parse_config(inpainting.Config, inpainting.SMOKE,
+                       ["--smoke", "--out-dir", str(tmp_path / "both")])  # fmt: skip
+    first = inpainting.main(cfg)
+    argv = ["--smoke", "--out-dir", str(tmp_path / "ncsn"), "--models", "ncsn",
+            "--models-dir", str(tmp_path / "both" / "models"),
+            "--classifier", str(tmp_path / "both" / "classifier.msgpack")]  # fmt: skip
+    cfg_ncsn = parse_config(inpainting.Config, inpainting.SMOKE, argv)
+    second = inpainting.main(cfg_ncsn)
+    inpainting.report(second, cfg_ncsn)
+    methods = {r["method"] for r in second["rows"]}
+    assert "annealed_langevin" in methods and "vp_reverse_sde" not in methods
+    assert second["classifier"]["held_out_accuracy"] == first["classifier"]["held_out_accuracy"]
+    ncsn_rows = [r for r in second["rows"] if r["method"] == "annealed_langevin"]
+    first_rows = [r for r in first["rows"] if r["method"] == "annealed_langevin"]
+    for a, b in zip(ncsn_rows, first_rows, strict=True):  # same models, keys and classifier
+        assert a["mse_unknown"] == pytest.approx(b["mse_unknown"], rel=1e-5)
+        assert a["agreement"] == b["agreement"]

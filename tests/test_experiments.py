@@ -7,12 +7,16 @@ import pkgutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import jax
+import numpy as np
 import pytest
 
 import experiments
 from experiments import mode_weights, score_matching, two_gaussians
-from experiments.common import mmd_noise_floor, parse_config
+from experiments.common import load_image_data, mmd_noise_floor, parse_config, quality_classifier
+from scorejax import quality
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted(
@@ -104,6 +108,30 @@ def test_the_script_runs_from_the_command_line(tmp_path):
         check=True,
     )
     assert "--num-chains NUM_CHAINS" in result.stdout
+
+
+def test_a_saved_quality_classifier_is_reused_only_on_its_own_split(tmp_path):
+    """The image experiments' ``--classifier``: a run saves its quality classifier; a later
+    run loads it (the same predictions, so comparable FDs) and saves it beside its own
+    outputs; loading it for another split is refused, since its training digits would be
+    held out there."""
+    images = load_image_data("digits", 0)
+    key = jax.random.key(0)
+    first = SimpleNamespace(dataset="digits", seed=0, classifier="", out_dir=str(tmp_path / "a"))
+    params, info = quality_classifier(first, key, images, 5)
+    saved = tmp_path / "a" / "classifier.msgpack"
+    assert saved.is_file() and info["loaded_from"] is None
+    second = SimpleNamespace(**vars(first))
+    second.classifier, second.out_dir = str(saved), str(tmp_path / "b")
+    loaded, loaded_info = quality_classifier(second, jax.random.key(1), images, 5)
+    assert loaded_info["held_out_accuracy"] == info["held_out_accuracy"]
+    assert loaded_info["loaded_from"] == str(saved)
+    np.testing.assert_array_equal(quality.classify(loaded, images.test_images[:20])[0],
+                                  quality.classify(params, images.test_images[:20])[0])  # fmt: skip
+    assert (tmp_path / "b" / "classifier.msgpack").is_file()
+    other_split = SimpleNamespace(**{**vars(second), "seed": 1})
+    with pytest.raises(ValueError, match=r"classifier: .* was trained on the split"):
+        quality_classifier(other_split, key, load_image_data("digits", 1), 5)
 
 
 def test_mmd_noise_floor_reports_a_standard_error():

@@ -202,6 +202,30 @@ def test_classifier_takes_one_image_or_a_batch(size):
     np.testing.assert_allclose(got_probs, jax.nn.softmax(logits), rtol=1e-5, atol=1e-6)
 
 
+def test_saved_classifier_loads_with_equal_parameters_and_metadata(tmp_path):
+    model = DigitClassifier()
+    params = model.init(jax.random.key(1), jnp.zeros((1, 8, 8)))
+    path = quality.save_classifier(tmp_path / "sub" / "c.msgpack", params, dataset="digits")
+    loaded, metadata = quality.load_classifier(path, (8, 8), model=model)
+    assert metadata == {"dataset": "digits"}
+    assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(params)
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(params), strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+def test_loading_a_classifier_checks_the_file_and_the_shapes(tmp_path):
+    params = DigitClassifier().init(jax.random.key(1), jnp.zeros((1, 8, 8)))
+    path = quality.save_classifier(tmp_path / "c.msgpack", params)
+    with pytest.raises(ValueError, match=r"path: the classifier in .* does not fit"):
+        quality.load_classifier(path, (28, 28))
+    with pytest.raises(ValueError, match="path: no classifier file"):
+        quality.load_classifier(tmp_path / "missing.msgpack", (8, 8))
+    (tmp_path / "junk").write_bytes(b"not msgpack at all")
+    with pytest.raises(ValueError, match=r"path: .* is not a saved classifier"):
+        quality.load_classifier(tmp_path / "junk", (8, 8))
+
+
 def test_gaussian_blur_equals_the_two_dimensional_convolution():
     images = jax.random.uniform(jax.random.key(0), (2, 12, 12))
     width = 1.3
