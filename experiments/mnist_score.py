@@ -15,6 +15,8 @@ Quality is measured offline (``scorejax.quality``): a LeNet-size classifier trai
 training split gives features for the classifier Frechet distance, KID, precision/recall,
 the Inception-style score, the confident fraction and the predicted-class entropy, beside
 sanity rows (held-out real digits: the floor; with Gaussian noise; blurred; pure noise).
+The classifier is saved as ``<out_dir>/classifier.msgpack``; ``--classifier PATH`` loads an
+earlier run's instead, so that the two runs' FDs compare.
 Bits per dimension of held-out digits come from the ODE likelihood (Hutchinson, one
 Rademacher probe) of uniformly dequantised pixels (``ode.dequantize``/``ode.bits_per_dim``).
 
