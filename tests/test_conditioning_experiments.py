@@ -63,6 +63,8 @@ def test_inpainting_with_one_model_and_a_saved_classifier(tmp_path):
     inpainting.report(second, cfg_ncsn)
     methods = {r["method"] for r in second["rows"]}
     assert "annealed_langevin" in methods and "vp_reverse_sde" not in methods
+    # the same seed would retrain the same classifier: loaded_from tells the two apart
+    assert second["classifier"]["loaded_from"] == str(tmp_path / "both" / "classifier.msgpack")
     assert second["classifier"]["held_out_accuracy"] == first["classifier"]["held_out_accuracy"]
     ncsn_rows = [r for r in second["rows"] if r["method"] == "annealed_langevin"]
     first_rows = [r for r in first["rows"] if r["method"] == "annealed_langevin"]
