@@ -9,7 +9,9 @@ NCSN is trained by ``ncsn_loss`` on pixels in [0, 1] and sampled by annealed Lan
 Technique 4's step size; the SDE model (VP by default: noise prediction, pixels mapped to
 [-1, 1]; or VE: output / std, pixels in [0, 1]) by ``sde_dsm_loss`` and sampled by
 Euler-Maruyama, predictor-corrector (half the steps, one corrector step each) and the
-probability-flow ODE. The reverse samplers get the same number of score evaluations.
+probability-flow ODE. With ``--sde ve`` the SDE model also runs annealed Langevin on NCSN's
+ladder (``sde.ve_noise_conditional``; SMLD is the VE SDE's discretisation), so all four
+samplers compare on one trained model. The samplers get the same number of score evaluations.
 
 Quality is measured offline (``scorejax.quality``): a LeNet-size classifier trained on the
 training split gives features for the classifier Frechet distance, KID, precision/recall,
@@ -30,6 +32,7 @@ hosts start the same command on each with ``--distributed`` (``jax.distributed``
     python -m experiments.mnist_score --tier gpu          # ~1M-parameter U-Net, 30k steps
     python -m experiments.mnist_score --dataset digits    # 8x8 digits, minutes
     python -m experiments.mnist_score --models sde        # the SDE model only
+    python -m experiments.mnist_score --models sde --sde ve   # all four samplers, one model
     python -m experiments.mnist_score --smoke             # seconds, for the tests
 """
 
@@ -260,6 +263,16 @@ def sample_ncsn(key, score_fn, sigmas, x0, num_evals, thin=0, progress=True,
     return x, None if thin == 0 else result.trace.x, num_steps + 1
 
 
+def annealed_langevin_row(key, score_fn, sigmas, x0, cfg):
+    """Annealed Langevin at the run's score budget, timed, in pixels: (samples, score
+    evaluations, seconds, trace)."""
+    with Timer() as t:
+        x, trace, evals = sample_ncsn(key, score_fn, sigmas, x0, cfg.num_score_evals,
+                                      thin=max(1, cfg.num_score_evals // 20))  # fmt: skip
+        x = jax.block_until_ready(jnp.clip(x, 0, 1))
+    return x, evals, t.seconds, jnp.clip(trace, 0, 1)
+
+
 def sample_sde_method(key, method, sde, score_fn, x0, num_evals, cfg, thin=0, progress=True,
                       condition=unconditioned, t_start=1.0):  # fmt: skip
     """Euler-Maruyama (``em``) or reverse diffusion + Langevin corrector (``pc``, half the
@@ -404,11 +417,9 @@ def main(cfg: Config) -> dict:
         n = cfg.num_samples
         if model_sde is None:
             x0 = sigmas[0] * jax.random.normal(k, (n, *shape))
-            with Timer() as t:
-                x, trace, evals = sample_ncsn(k, bound, sigmas, x0, cfg.num_score_evals,
-                                              thin=max(1, cfg.num_score_evals // 20))  # fmt: skip
-                x = jax.block_until_ready(jnp.clip(x, 0, 1))
-            samples_by_method["annealed_langevin"] = (x, evals, t.seconds, jnp.clip(trace, 0, 1))
+            samples_by_method["annealed_langevin"] = annealed_langevin_row(
+                k, bound, sigmas, x0, cfg
+            )
             results["arrays"]["denoising_ncsn"] = denoising_view(
                 k, bound, None, sigmas, data.test_images[:6, ..., None]
             )
@@ -422,6 +433,12 @@ def main(cfg: Config) -> dict:
                 )  # fmt: skip
                 x = jax.block_until_ready(to_pixels(model_sde, x))
             samples_by_method[method] = (x, evals, t.seconds, to_pixels(model_sde, trace))
+        if isinstance(model_sde, sdes.VESDE):  # SMLD is the VE SDE's discretisation: the same
+            # model also runs NCSN's sampler on NCSN's ladder, from the same prior draws
+            ladder = losses.ncsnv2_sigmas(sigma_max, cfg.sigma_min, dim)
+            samples_by_method["annealed_langevin_ve"] = annealed_langevin_row(
+                k, sdes.ve_noise_conditional(model_sde, bound), ladder, x0, cfg
+            )
         with Timer() as t:
             x, evals = sample_ode(model_sde, bound, x0, cfg)
             x = jax.block_until_ready(to_pixels(model_sde, x))

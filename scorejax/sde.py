@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scorejax._checks import check_positive, concrete
+from scorejax._compile import as_pytree
 from scorejax.types import Array, Key
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -223,3 +224,36 @@ def likelihood_weighting(sde, t) -> Array:
     the KL divergence from the data to the model's SDE, i.e. the negative log-likelihood up
     to a constant."""
     return sde.diffusion(t) ** 2
+
+
+def ve_noise_conditional(sde: VESDE, score_fn):
+    """A VE-SDE score model as a noise-conditional (NCSN) one: ``score(x, sigma)`` is
+    ``score_fn(x, t)`` at the time t where the kernel's std s(t) equals sigma.
+
+    SMLD/NCSN is the VE SDE's discretisation (Song et al. 2021, Section 3.4 and Appendix B),
+    so annealed Langevin (``samplers.noise_conditional_ula``) runs on a model trained with the
+    VE SDE's loss, and one trained model serves NCSN's sampler and the reverse-SDE and ODE
+    samplers. With the exact kernel s(t)^2 = sigma(t)^2 - sigma_min^2 (Eq. 29),
+    t(sigma) = log(sqrt(sigma^2 + sigma_min^2) / sigma_min) / log(sigma_max / sigma_min),
+    clipped to [eps, 1] (a ladder that starts at sigma_max asks for t a hair above 1).
+
+    Args:
+      sde: a VESDE.
+      score_fn: ``score_fn(x, t)`` for one example, parameters closed over.
+
+    Returns:
+      ``score(x, sigma)`` for one example, a jax Partial.
+    """
+    if not isinstance(sde, VESDE):
+        raise TypeError(f"sde must be a VESDE (only its kernel has m = 1), got {sde!r}")
+    check_sde(sde)
+    if not callable(score_fn):
+        raise TypeError(f"score_fn must be a function score_fn(x, t), got {score_fn!r}")
+    return jax.tree_util.Partial(_ve_noise_conditional, sde, as_pytree(score_fn))
+
+
+def _ve_noise_conditional(sde, score_fn, x, sigma):
+    t = jnp.log(jnp.sqrt(sigma**2 + sde.sigma_min**2) / sde.sigma_min) / jnp.log(
+        sde.sigma_max / sde.sigma_min
+    )
+    return score_fn(x, jnp.clip(t, sde.eps, 1.0))

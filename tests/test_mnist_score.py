@@ -125,3 +125,16 @@ def test_a_subset_of_the_models_trains_and_samples_only_those(tmp_path):
     assert {row["sampler"] for row in results["samplers"]} == {"em", "pc", "ode"}
     assert not (Path(cfg.out_dir) / "checkpoints" / "ncsn").exists()
     assert (Path(cfg.out_dir) / "samples.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_a_ve_model_runs_all_four_samplers(tmp_path):
+    """With --sde ve the one SDE model also runs annealed Langevin (ve_noise_conditional)."""
+    cfg = _config(tmp_path / "run", models=("sde",), sde="ve")
+    results = mnist_score.main(cfg)
+    mnist_score.report(results, cfg)
+    rows = {row["sampler"]: row for row in results["samplers"]}
+    assert set(rows) == {"annealed_langevin_ve", "em", "pc", "ode"}
+    for row in rows.values():
+        assert np.isfinite(row["fd"]) and row["score_evals"] > 0
+    assert (Path(cfg.out_dir) / "reverse_annealed_langevin_ve.gif").stat().st_size > 0

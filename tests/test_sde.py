@@ -158,6 +158,19 @@ def test_mixture_marginal_at_time_zero_is_the_mixture(name):
     np.testing.assert_allclose(marginal.scales[:, 0], MIXTURE_1D.scales, rtol=1e-6)
 
 
+def test_ve_noise_conditional_reads_a_time_model_at_the_kernel_std_sigma():
+    """score(x, sigma) of the exact VE marginal's score equals the exact score of the mixture
+    convolved with N(0, sigma^2) (NCSN's noised law) at every level of an NCSN ladder,
+    including sigma_max, where t is clipped to 1 (s(1)^2 = sigma_max^2 - sigma_min^2)."""
+    sde = sdes.VESDE(sigma_min=0.01, sigma_max=20.0)
+    score = sdes.ve_noise_conditional(sde, lambda x, t: MIXTURE_1D.marginal(sde, t).score(x))
+    points = jnp.linspace(-4.0, 5.0, 7)[:, None]
+    for sigma in [0.01, 0.05, 0.4, 1.3, 6.0, 20.0]:
+        got = jax.jit(jax.vmap(score, in_axes=(0, None)))(points, sigma)
+        exact = jax.vmap(MIXTURE_1D.noised(sigma).score)(points)
+        np.testing.assert_allclose(got, exact, rtol=1e-4, atol=1e-6)
+
+
 # --- the continuous-time DSM loss with the exact score -------------------------------------
 
 DATA_MEAN, DATA_STD = jnp.array([1.0, -2.0, 0.5]), 0.5
@@ -333,6 +346,18 @@ BAD = [
         "score_fn must return an array shaped like its input",
     ),
     ("weighting not a function", lambda: _loss_with(weighting=2.0), TypeError, "weighting"),
+    (
+        "noise-conditional view of a VP model",
+        lambda: sdes.ve_noise_conditional(sdes.VPSDE(), lambda x, t: x),
+        TypeError,
+        "sde must be a VESDE",
+    ),
+    (
+        "noise-conditional view of a non-function",
+        lambda: sdes.ve_noise_conditional(sdes.VESDE(), 3.0),
+        TypeError,
+        "score_fn must be a function",
+    ),
     (
         "marginal after t = 1",
         lambda: MIXTURE_1D.marginal(sdes.VPSDE(), 1.5),
