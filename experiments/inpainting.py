@@ -1,6 +1,7 @@
 """Inverse problems on held-out digits with the image score models of
 ``experiments.mnist_score``: inpainting (half image, a box, random pixels), 2x
-super-resolution and denoising, by annealed Langevin (NCSN) and by the reverse SDE (VP).
+super-resolution and denoising, by annealed Langevin (NCSN) and by the reverse SDE (VP, or
+VE with ``--sde ve``).
 
 Every task is one ``inverse.LinearMeasurement`` and one conditioning of the unchanged
 samplers (``inverse.measurement_conditioned``): after each step the sample moves onto the
@@ -22,6 +23,7 @@ Figures: observation, samples and truth per task.
     python -m experiments.mnist_score --dataset digits --out-dir results/mnist_score_digits
     python -m experiments.inpainting                       # 8x8 digits, with those models
     python -m experiments.inpainting --dataset mnist       # 28x28, after mnist_score
+    python -m experiments.inpainting --models sde --sde ve --models-dir DIR   # a VE model
     python -m experiments.inpainting --smoke
 """
 
@@ -55,6 +57,7 @@ class Config:
     models_steps: int = 0  # the models' training steps (mnist_score's); 0 takes its default
     smoke_models: bool = False  # mnist_score's smoke models (trained in out_dir/models)
     models: tuple = ("ncsn", "sde")  # which of mnist_score's models solve the tasks
+    sde: str = "vp"  # mnist_score's SDE model: "vp" or "ve" (as its --sde)
     tasks: tuple = ("half", "box", "random", "superres", "denoise")
     noise_std: float = 0.2  # denoising: pixel noise (pixels in [0, 1])
     random_fraction: float = 0.5  # "random": the fraction of pixels known
@@ -78,7 +81,8 @@ def score_config(cfg) -> mnist_score.Config:
         overrides = dict(mnist_score.SMOKE, out_dir=cfg.models_dir or f"{cfg.out_dir}/models")
     else:
         overrides = dict(out_dir=cfg.models_dir or MODELS_DIRS[cfg.dataset])
-    overrides.update(dataset=cfg.dataset, models=tuple(cfg.models), resume=True, seed=cfg.seed)
+    overrides.update(dataset=cfg.dataset, models=tuple(cfg.models), sde=cfg.sde, resume=True,
+                     seed=cfg.seed)  # fmt: skip
     if cfg.models_steps:
         overrides.update(num_train_steps=cfg.models_steps)
     return mnist_score.Config(**overrides)
@@ -132,9 +136,10 @@ def solve(key, task, model, measurement, y_pixels, cfg, shape):
     score, sde, sigmas = model
     n = cfg.samples_per_observation
     evals = cfg.num_score_evals
+    a, b = mnist_score.pixel_map(sde)  # model units a * pixel + b
     if task == "denoise":
         y = mnist_score.to_model_range(sde, y_pixels)
-        noise = cfg.noise_std * (2.0 if sde is not None else 1.0)  # in the model's units
+        noise = a * cfg.noise_std  # in the model's units
         if sde is None:  # the ladder's levels below the noise, from x = y
             below = np.asarray(sigmas) <= noise
             ladder = sigmas[below] if below.any() else sigmas[-1:]
@@ -157,9 +162,8 @@ def solve(key, task, model, measurement, y_pixels, cfg, shape):
                 t_start=t_start,
             )
         return mnist_score.to_pixels(sde, x)
-    # A is linear, so A (2 x - 1) = 2 A x - A 1: the observation in the VP model's units
-    ones = jnp.ones(measurement.matrix.shape[1])
-    y = 2.0 * y_pixels - measurement.matrix @ ones if sde is not None else y_pixels
+    # A is linear, so A (a x + b) = a A x + b A 1: the observation in the model's units
+    y = a * y_pixels + b * measurement.matrix @ jnp.ones(measurement.matrix.shape[1])
     condition = partial(_conditioned, measurement, y)
     if sde is None:
         x0 = sigmas[0] * jax.random.normal(key, (n, *shape))
@@ -245,9 +249,10 @@ def main(cfg: Config) -> dict:
         for name, values in rows.items():
             values = np.asarray(values)
             se = values.std(axis=0, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else [0] * 4
+            fallback = name + " (mean fill)" if task != "denoise" else "observation"
+            methods = {"ncsn": "annealed_langevin", "sde": f"{cfg.sde}_reverse_sde"}
             results["rows"].append({
-                "task": task, "method": {"ncsn": "annealed_langevin", "sde": "vp_reverse_sde"}
-                .get(name, name + " (mean fill)" if task != "denoise" else "observation"),
+                "task": task, "method": methods.get(name, fallback),
                 "mse_unknown": values[:, 0].mean(), "mse_se": se[0],
                 "mse_of_mean": values[:, 1].mean(), "agreement": values[:, 2].mean(),
                 "agreement_se": se[2], "diversity": values[:, 3].mean(),

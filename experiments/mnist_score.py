@@ -144,16 +144,22 @@ def make_sde(cfg, sigma_max: float):
     raise ValueError(f"sde must be 'vp' or 've', got {cfg.sde!r}")
 
 
+def pixel_map(sde) -> tuple[float, float]:
+    """(a, b) with model units a * pixel + b: pixels in [0, 1] to [-1, 1] for VP (centred
+    data, as DDPM), unchanged for NCSN (sde None) and VE."""
+    return (2.0, -1.0) if isinstance(sde, sdes.VPSDE) else (1.0, 0.0)
+
+
 def to_model_range(sde, images):
-    """Pixels in [0, 1] to the model's range: [-1, 1] for VP (centred data, as DDPM), [0, 1]
-    for NCSN and VE."""
-    return 2.0 * images - 1.0 if isinstance(sde, sdes.VPSDE) else images
+    """Pixels in [0, 1] to the model's units (``pixel_map``)."""
+    a, b = pixel_map(sde)
+    return a * images + b
 
 
 def to_pixels(sde, x):
-    """The model's range back to pixels, clipped to [0, 1] for the metrics and figures."""
-    x = (x + 1.0) / 2.0 if isinstance(sde, sdes.VPSDE) else x
-    return jnp.clip(x, 0.0, 1.0)
+    """The model's units back to pixels, clipped to [0, 1] for the metrics and figures."""
+    a, b = pixel_map(sde)
+    return jnp.clip((x - b) / a, 0.0, 1.0)
 
 
 def make_model(cfg, name, widths, sigma_max, dim):

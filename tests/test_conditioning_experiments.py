@@ -49,6 +49,22 @@ def test_inpainting_smoke_keeps_the_known_pixels(tmp_path):
 
 
 @pytest.mark.slow
+def test_inpainting_with_a_ve_model_keeps_the_known_pixels(tmp_path):
+    """A VE model works in pixels (VP in [-1, 1]): the observation is carried to the model's
+    units by mnist_score.pixel_map, so the known half still equals the truth."""
+    argv = ["--smoke", "--out-dir", str(tmp_path), "--models", "sde", "--sde", "ve"]
+    cfg = parse_config(inpainting.Config, inpainting.SMOKE, argv)
+    results = inpainting.main(cfg)
+    assert {r["method"] for r in results["rows"]} >= {"ve_reverse_sde"}
+    arrays = results["arrays"]["half"]
+    truth, samples = np.asarray(arrays["truth"]), np.asarray(arrays["sde"])
+    np.testing.assert_allclose(samples[:, :, :4], np.broadcast_to(truth[:, None, :4],
+                               samples[:, :, :4].shape), atol=1e-6)  # fmt: skip
+    denoise = [r for r in results["rows"] if r["task"] == "denoise"]
+    assert all(np.isfinite(r["mse_unknown"]) for r in denoise)
+
+
+@pytest.mark.slow
 def test_inpainting_with_one_model_and_a_saved_classifier(tmp_path):
     """``--models ncsn`` restores and runs only the NCSN; ``--classifier`` reuses the first
     run's quality classifier, so the agreements of the two runs are measured alike."""
