@@ -1,8 +1,9 @@
 """The image experiment's training path: an interrupted and resumed run equals the
 uninterrupted one bit for bit, data-parallel training over 8 host devices equals one device,
-and the smoke run writes its files. All slow (U-Net compiles; ``make test-slow``): the same
-properties of ``fit`` with small networks are in the fast suite (tests/test_checkpoint.py,
-tests/test_sharding.py)."""
+and the smoke run writes its files. These are slow (U-Net compiles; ``make test-slow``): the
+same properties of ``fit`` with small networks are in the fast suite (tests/test_checkpoint.py,
+tests/test_sharding.py). The settings' errors and the map from pixels to the models' units
+are checked here, fast."""
 
 import dataclasses
 import json
@@ -12,10 +13,12 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments import mnist_score
+from scorejax import sde as sdes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,6 +117,19 @@ def test_smoke_run_writes_metrics_figures_and_logs(tmp_path):
 def test_settings_name_a_bad_tier_or_model_set(overrides, match):
     with pytest.raises(ValueError, match=match):
         mnist_score.settings(dataclasses.replace(mnist_score.Config(), **overrides))
+
+
+@pytest.mark.parametrize(
+    "sde, lo, hi",
+    [(None, 0.0, 1.0), (sdes.VESDE(), 0.0, 1.0), (sdes.VPSDE(), -1.0, 1.0)],
+)
+def test_pixels_map_to_the_model_units_and_back(sde, lo, hi):
+    """Black and white pixels land on the model's range (VP centred in [-1, 1], as DDPM;
+    NCSN and VE in pixels), and to_pixels inverts to_model_range."""
+    pixels = jnp.linspace(0.0, 1.0, 11)
+    x = mnist_score.to_model_range(sde, pixels)
+    np.testing.assert_allclose([x[0], x[-1]], [lo, hi])
+    np.testing.assert_allclose(mnist_score.to_pixels(sde, x), pixels, atol=1e-7)
 
 
 @pytest.mark.slow
