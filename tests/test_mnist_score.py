@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import jax
@@ -130,6 +131,17 @@ def test_pixels_map_to_the_model_units_and_back(sde, lo, hi):
     x = mnist_score.to_model_range(sde, pixels)
     np.testing.assert_allclose([x[0], x[-1]], [lo, hi])
     np.testing.assert_allclose(mnist_score.to_pixels(sde, x), pixels, atol=1e-7)
+
+
+def test_bits_per_dim_below_zero_is_reported_as_a_failed_solve():
+    """Expected bits/dim of dequantised data is >= 0 under any normalised density, so a
+    negative mean (an inaccurate ODE solve) warns; a valid one passes silently."""
+    with pytest.warns(UserWarning, match="below 0"):
+        summary = mnist_score.bpd_summary(np.array([-1.5, -0.5]), np.array([70, 76]))
+    assert summary["bpd"] == -1.0 and summary["bpd_se"] == pytest.approx(0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert mnist_score.bpd_summary(np.array([1.9]), np.array([70]))["bpd_se"] is None
 
 
 @pytest.mark.slow
