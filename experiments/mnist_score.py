@@ -352,7 +352,8 @@ def held_out_bpd(key, sde, score_fn, images, num_levels, cfg):
     ODE sampler's: on the 28x28 VE model at 5,000 steps, whose kernel std at eps is 1e-4
     (a thirtieth of a pixel level), rtol = atol = 1e-3 gave -1.01 bits/dim on 8 digits, 1e-5
     gave 1.7365 and 1e-6 1.7364."""
-    low, high = (-1.0, 1.0) if isinstance(sde, sdes.VPSDE) else (0.0, 1.0)
+    a, b = pixel_map(sde)
+    low, high = b, a + b  # pixels 0 and 1 in the model's units
     ints = jnp.round(images * (num_levels - 1))
     key_u, key_v = jax.random.split(key)
     y = ode.dequantize(key_u, ints, low=low, high=high, num_levels=num_levels)
